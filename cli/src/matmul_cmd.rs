@@ -1,0 +1,56 @@
+//! `flashcpu bench matmul`.
+
+use crate::data::uniform;
+use crate::report::{CmdResult, Ctx, emit, median_seconds, peak_gflops};
+use flashcpu::{MatMut, MatRef, MatmulOptions, matmul_with, reference};
+
+/// Rows checked against the f64 reference (the full check is O(m·n·k) in slow f64 loops).
+const CHECKED_ROWS: usize = 8;
+
+pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
+    let a = uniform(m * k, 1);
+    let b = uniform(k * n, 2);
+    let mut c = vec![0.0f32; m * n];
+    let opts = MatmulOptions {
+        isa: Some(ctx.isa),
+        ..Default::default()
+    };
+    let call = |c: &mut [f32]| -> flashcpu::Result<()> {
+        matmul_with(
+            &opts,
+            1.0,
+            MatRef::row_major(&a, m, k)?,
+            MatRef::row_major(&b, k, n)?,
+            0.0,
+            MatMut::row_major(c, m, n)?,
+        )
+    };
+    call(&mut c)?;
+    let median_s = median_seconds(|| call(&mut c).expect("validated above"));
+    let flops = 2.0 * (m * n * k) as f64;
+    let gflops = flops / median_s / 1e9;
+    let peak = peak_gflops(ctx)?;
+    let mut max_err = 0.0f64;
+    for i in (0..m).step_by(m.div_ceil(CHECKED_ROWS).max(1)) {
+        let row = reference::matmul_f64(
+            MatRef::new(&a[i * k..], 1, k, k, 1)?,
+            MatRef::row_major(&b, k, n)?,
+        );
+        for (j, want) in row.iter().enumerate() {
+            max_err = max_err.max((f64::from(c[i * n + j]) - want).abs());
+        }
+    }
+    emit(
+        ctx,
+        "matmul",
+        &format!("{m}x{k}x{n}"),
+        median_s,
+        &[
+            ("gflops", gflops),
+            ("peak_gflops", peak),
+            ("pct_peak", 100.0 * gflops / peak),
+            ("max_abs_err", max_err),
+        ],
+    );
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Timing, thread pools and the table/JSON output shared by every command.
+
+use crate::Common;
+use flashcpu::IsaKind;
+use std::error::Error;
+use std::time::Instant;
+
+pub type CmdResult = Result<(), Box<dyn Error + Send + Sync>>;
+
+/// What a command needs once the pool is up.
+pub struct Ctx {
+    pub threads: usize,
+    pub isa: IsaKind,
+    pub json: bool,
+}
+
+/// Runs `f` inside a rayon pool of `--threads` threads with the chosen ISA resolved.
+pub fn with_pool(common: &Common, f: impl FnOnce(&Ctx) -> CmdResult + Send) -> CmdResult {
+    let isa = match &common.isa {
+        Some(name) => {
+            let kind = flashcpu::parse_isa(name)?;
+            if !flashcpu::available_isas().contains(&kind) {
+                return Err(format!("{} is not supported by this CPU", kind.name()).into());
+            }
+            kind
+        }
+        None => flashcpu::active_isa()?,
+    };
+    let threads = common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    pool.install(|| {
+        f(&Ctx {
+            threads,
+            isa,
+            json: common.json,
+        })
+    })
+}
+
+/// Median wall time of `f` in seconds: one warm-up, then repeats until 7 runs and 1 s have passed
+/// (at most 50 runs).
+pub fn median_seconds(mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 7 || (start.elapsed().as_secs_f64() < 1.0 && times.len() < 50) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The FMA peak for the context's ISA and threads.
+pub fn peak_gflops(ctx: &Ctx) -> Result<f64, flashcpu::Error> {
+    flashcpu::peak::fma_peak_gflops(Some(ctx.isa), ctx.threads)
+}
+
+/// One result line, as a table row or a JSON object. `fields` are extra numeric keys.
+pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f64)]) {
+    if ctx.json {
+        let mut line = format!(
+            "{{\"op\":\"{op}\",\"shape\":\"{shape}\",\"isa\":\"{}\",\"threads\":{},\"median_s\":{median_s:.6e}",
+            ctx.isa.name(),
+            ctx.threads
+        );
+        for (key, value) in fields {
+            line += &format!(",\"{key}\":{}", json_number(*value));
+        }
+        println!("{line}}}");
+    } else {
+        let mut line = format!(
+            "{op:<8} {shape:<22} isa {:<8} threads {:<2} median {:>10.3} ms",
+            ctx.isa.name(),
+            ctx.threads,
+            median_s * 1e3
+        );
+        for (key, value) in fields {
+            line += &format!("  {key} {value:.4}");
+        }
+        println!("{line}");
+    }
+}
+
+/// JSON has no NaN or infinity; report them as null.
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+/// `flashcpu peak`.
+pub fn peak(ctx: &Ctx) -> CmdResult {
+    let gflops = peak_gflops(ctx)?;
+    emit(ctx, "peak", "fma-chains", 0.0, &[("gflops", gflops)]);
+    Ok(())
+}

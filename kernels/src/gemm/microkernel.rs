@@ -1,0 +1,125 @@
+//! The MR×NR register-tiled microkernel, generic over the ISA.
+//!
+//! Per step p of the k loop: load one NR-wide row of the packed B strip (2 vectors), broadcast
+//! MR values of A's column p, and issue MR·2 FMAs into the accumulators:
+//!
+//! `MR = 6, NR = 16`: 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm registers (AVX2).
+//! 12 independent FMA chains cover the FMA latency (4 cycles) × 2 pipes of Zen 3 and Skylake.
+
+use crate::isa::Simd;
+
+/// Rows of the register tile.
+pub const MR: usize = 6;
+/// Columns of the register tile: two 8-lane vectors.
+pub const NR: usize = 16;
+const VECS: usize = NR / 8;
+
+/// Where the MR rows of an A strip live: one pointer per row and the distance between columns.
+pub(crate) struct LhsStrip {
+    pub rows: [*const f32; MR],
+    pub col_step: usize,
+}
+
+/// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]`, where A is the MR×k strip `a` and B the packed
+/// k×NR strip `b`. Only the first `mr` rows and `nr` columns of C are touched; with `β = 0`, C is
+/// not read.
+///
+/// # Safety
+/// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `b..b + k·NR` is
+/// readable; `c + i·c_rs + j·c_cs` is writable for `i < mr ≤ MR`, `j < nr ≤ NR`, and no other
+/// thread accesses those elements during the call. `S::LANES` is 8.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the BLIS microkernel signature; grouping would hide the contract
+pub(crate) unsafe fn microkernel<S: Simd>(
+    s: S,
+    k: usize,
+    a: LhsStrip,
+    b: *const f32,
+    c: *mut f32,
+    c_rs: usize,
+    c_cs: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    debug_assert!(S::LANES == 8 && mr <= MR && nr <= NR);
+    let mut acc = [[s.splat(0.0); VECS]; MR];
+    let cs = a.col_step;
+    for p in 0..k {
+        // SAFETY: p < k, so the B row p and A column p are inside the strips (contract above).
+        unsafe {
+            let bp = b.add(p * NR);
+            let b0 = s.load(bp);
+            let b1 = s.load(bp.add(8));
+            for i in 0..MR {
+                let ai = s.splat(*a.rows[i].add(p * cs));
+                acc[i][0] = s.mul_add(ai, b0, acc[i][0]);
+                acc[i][1] = s.mul_add(ai, b1, acc[i][1]);
+            }
+        }
+    }
+    // SAFETY: forwarded contract on C.
+    unsafe { store_tile(s, &acc, c, c_rs, c_cs, mr, nr, alpha, beta) }
+}
+
+/// Writes `α·acc + β·C` into the `mr × nr` corner of C. Full tiles with unit column stride go
+/// straight from registers; edges and strided C go through a stack tile, so an edge costs one small
+/// copy rather than a scalar k loop.
+///
+/// # Safety
+/// As for [`microkernel`]'s C.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile<S: Simd>(
+    s: S,
+    acc: &[[S::V; VECS]; MR],
+    c: *mut f32,
+    c_rs: usize,
+    c_cs: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let (va, vb) = (s.splat(alpha), s.splat(beta));
+    if mr == MR && nr == NR && c_cs == 1 {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                // SAFETY: full tile, unit column stride: row i, columns 8v..8v+8 are inside C.
+                unsafe {
+                    let p = c.add(i * c_rs + v * 8);
+                    let ab = if alpha == 1.0 { x } else { s.mul(va, x) };
+                    let out = if beta == 0.0 {
+                        ab
+                    } else {
+                        s.mul_add(vb, s.load(p), ab)
+                    };
+                    s.store(p, out);
+                }
+            }
+        }
+        return;
+    }
+    let mut tile = [0.0f32; MR * NR];
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            // SAFETY: the stack tile holds MR·NR floats; row i, vector v is at i·NR + 8v.
+            unsafe { s.store(tile.as_mut_ptr().add(i * NR + v * 8), x) };
+        }
+    }
+    for i in 0..mr {
+        for j in 0..nr {
+            // SAFETY: i < mr, j < nr: inside C by the contract.
+            unsafe {
+                let p = c.add(i * c_rs + j * c_cs);
+                let ab = alpha * tile[i * NR + j];
+                *p = if beta == 0.0 {
+                    ab
+                } else {
+                    beta.mul_add(*p, ab)
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Instruction-set tokens and the [`Simd`] trait that every kernel body is written against.
+//!
+//! A token is a zero-sized value whose existence proves that the running CPU supports its
+//! instructions: [`Portable`] always exists, [`Avx2Fma`] only comes from [`Avx2Fma::detect`].
+//! Kernel bodies are generic over `S: Simd` and `#[inline(always)]` all the way down; one
+//! `#[target_feature]` wrapper per coarse entry point lets LLVM emit the ISA's instructions for the
+//! whole inlined body. [`Isa`] carries the chosen token through the safe API.
+
+mod portable;
+pub use portable::Portable;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2Fma;
+
+/// f32 lane operations, implemented by ISA tokens.
+///
+/// Every method takes `self` (the token) so that a value of the token type must exist before any
+/// of them can run. `max` and `min` follow the x86 rule: when either input lane is NaN the lane of
+/// `b` is returned, so `max(bound, x)` keeps a NaN `x`.
+pub trait Simd: Copy + Send + Sync + 'static {
+    /// f32 lanes in one vector.
+    const LANES: usize;
+    /// One vector of `LANES` f32.
+    type V: Copy;
+
+    /// All lanes equal to `x`.
+    fn splat(self, x: f32) -> Self::V;
+    /// Loads `LANES` floats from `p`, which needs no particular alignment.
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be readable.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// Stores `LANES` floats to `p`, which needs no particular alignment.
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be writable.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// `a + b`.
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`.
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b`.
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`.
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused where the ISA has FMA.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise maximum; a NaN in either lane yields `b`'s lane.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum; a NaN in either lane yields `b`'s lane.
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Rounds to the nearest integer (ties to even).
+    fn round(self, a: Self::V) -> Self::V;
+    /// `2^n` for lanes holding integers in `-127..=127`; `-127` gives exactly 0.
+    fn pow2i(self, n: Self::V) -> Self::V;
+    /// Sum of all lanes.
+    fn reduce_sum(self, a: Self::V) -> f32;
+    /// Maximum of all lanes (NaN handling as in [`Simd::max`], lane order unspecified).
+    fn reduce_max(self, a: Self::V) -> f32;
+}
+
+/// The instruction sets flashcpu has kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IsaKind {
+    /// `wide` vectors: SSE2 on a default x86-64 build, NEON on aarch64, AVX2 with `target-cpu=native`.
+    Portable,
+    /// x86-64 AVX2 + FMA through `core::arch` intrinsics, chosen at run time.
+    Avx2Fma,
+}
+
+impl IsaKind {
+    /// Every kind, fastest last.
+    pub const ALL: [IsaKind; 2] = [IsaKind::Portable, IsaKind::Avx2Fma];
+
+    /// The lower-case name used by `FLASHCPU_ISA` and in benchmark ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            IsaKind::Portable => "portable",
+            IsaKind::Avx2Fma => "avx2fma",
+        }
+    }
+}
+
+/// A detected instruction set: proof that the CPU can run the kernels of [`Isa::kind`].
+///
+/// The field is private, so an `Isa` naming AVX2 can only come from [`Isa::new`] after the CPU
+/// reported the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Isa {
+    kind: IsaKind,
+}
+
+impl Isa {
+    /// The portable path, available everywhere.
+    pub fn portable() -> Isa {
+        Isa {
+            kind: IsaKind::Portable,
+        }
+    }
+
+    /// `kind` if this CPU supports it.
+    pub fn new(kind: IsaKind) -> Option<Isa> {
+        let available = match kind {
+            IsaKind::Portable => true,
+            IsaKind::Avx2Fma => avx2_fma_available(),
+        };
+        available.then_some(Isa { kind })
+    }
+
+    /// The fastest instruction set this CPU supports.
+    pub fn best() -> Isa {
+        IsaKind::ALL
+            .iter()
+            .rev()
+            .find_map(|&k| Isa::new(k))
+            .unwrap_or_else(Isa::portable)
+    }
+
+    /// Every instruction set this CPU supports, portable first.
+    pub fn available() -> Vec<Isa> {
+        IsaKind::ALL.iter().filter_map(|&k| Isa::new(k)).collect()
+    }
+
+    /// Which instruction set this is.
+    pub fn kind(self) -> IsaKind {
+        self.kind
+    }
+}
+
+fn avx2_fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Avx2Fma::detect().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs `$body` with `$s` bound to the token of `$isa`, each arm inside `$wrapper`-style
+/// `#[target_feature]` functions that the caller defines. Used by the coarse entry points only.
+macro_rules! dispatch {
+    ($isa:expr, portable => $portable:expr, avx2 => $avx2:expr $(,)?) => {
+        match $isa.kind() {
+            $crate::isa::IsaKind::Portable => $portable,
+            #[cfg(target_arch = "x86_64")]
+            $crate::isa::IsaKind::Avx2Fma => $avx2,
+            #[cfg(not(target_arch = "x86_64"))]
+            $crate::isa::IsaKind::Avx2Fma => unreachable!("Isa::new never yields AVX2 off x86-64"),
+        }
+    };
+}
+pub(crate) use dispatch;

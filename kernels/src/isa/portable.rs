@@ -1,0 +1,77 @@
+//! The portable token on `wide::f32x8`: whatever `wide` was compiled for (SSE2 by default on
+//! x86-64, NEON on aarch64, AVX2+FMA under `-C target-cpu=native`).
+
+use super::Simd;
+use wide::{f32x8, i32x8};
+
+/// Token for the portable path; always available.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Portable;
+
+impl Simd for Portable {
+    const LANES: usize = 8;
+    type V = f32x8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> f32x8 {
+        f32x8::splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> f32x8 {
+        // SAFETY: the caller guarantees 8 readable floats at `p`; read_unaligned needs no alignment.
+        f32x8::from(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: f32x8) {
+        // SAFETY: the caller guarantees 8 writable floats at `p`; write_unaligned needs no alignment.
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(v.to_array()) }
+    }
+    #[inline(always)]
+    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
+        a * b
+    }
+    #[inline(always)]
+    fn div(self, a: f32x8, b: f32x8) -> f32x8 {
+        a / b
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn max(self, a: f32x8, b: f32x8) -> f32x8 {
+        // fast_max is maxps on x86 (b on NaN) and NaN-propagating on NEON: either way a NaN `b` stays.
+        a.fast_max(b)
+    }
+    #[inline(always)]
+    fn min(self, a: f32x8, b: f32x8) -> f32x8 {
+        a.fast_min(b)
+    }
+    #[inline(always)]
+    fn round(self, a: f32x8) -> f32x8 {
+        a.round()
+    }
+    #[inline(always)]
+    fn pow2i(self, n: f32x8) -> f32x8 {
+        let bits = (n.round_int() + i32x8::splat(127)) << 23;
+        wide::bytemuck::cast(bits)
+    }
+    #[inline(always)]
+    fn reduce_sum(self, a: f32x8) -> f32 {
+        a.reduce_add()
+    }
+    #[inline(always)]
+    fn reduce_max(self, a: f32x8) -> f32 {
+        a.to_array()
+            .into_iter()
+            .fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m })
+    }
+}

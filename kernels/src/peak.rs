@@ -1,0 +1,39 @@
+//! A machine-limit probe: the FMA peak that the benchmarks report their ratios against.
+
+use crate::isa::{Isa, Simd, dispatch};
+
+/// Independent accumulator chains: enough to hide FMA latency (4–5 cycles) on two FMA pipes.
+const CHAINS: usize = 12;
+
+/// Runs `iters` rounds of `CHAINS` independent vector FMAs and returns the flops executed.
+/// The result of the chains is folded into the return path so the work cannot be optimised away.
+pub fn fma_chains(isa: Isa, iters: u64) -> f64 {
+    let (flops_per_iter, sink) = dispatch!(isa,
+        portable => run(crate::isa::Portable, iters),
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        avx2 => unsafe { run_avx2(crate::isa::Avx2Fma::new_unchecked(), iters) },
+    );
+    // `sink` is finite and tiny; adding 0·sink keeps it live without changing the count.
+    flops_per_iter * iters as f64 + 0.0 * f64::from(sink)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2(s: crate::isa::Avx2Fma, iters: u64) -> (f64, f32) {
+    run(s, iters)
+}
+
+#[inline(always)]
+fn run<S: Simd>(s: S, iters: u64) -> (f64, f32) {
+    let mut acc = [s.splat(0.0); CHAINS];
+    let (x, y) = (s.splat(0.999_999), s.splat(1e-7));
+    for _ in 0..iters {
+        for a in &mut acc {
+            *a = s.mul_add(*a, x, y);
+        }
+    }
+    let total = acc.iter().fold(0.0f32, |t, &a| t + s.reduce_sum(a));
+    ((CHAINS * S::LANES * 2) as f64, core::hint::black_box(total))
+}

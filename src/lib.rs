@@ -1,0 +1,20 @@
+//! flashcpu: flash attention and a cache-blocked f32 matmul for CPUs, with the SIMD path chosen
+//! at run time.
+//!
+//! This crate is the safe layer: it validates every shape and stride, plans the work and spreads
+//! it over rayon. The SIMD kernels live in `flashcpu-kernels`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod isa;
+mod matmul;
+mod scratch;
+mod view;
+
+pub use error::{Error, Result};
+pub use isa::{ISA_ENV, IsaKind, active_isa, available_isas, parse_isa};
+pub use matmul::{KC, MC, MatmulOptions, NC, Parallelism, matmul, matmul_with};
+pub use view::{MatMut, MatRef};
+
+pub mod peak;
+pub mod reference;

@@ -1,0 +1,231 @@
+//! `C ← α·A·B + β·C` for strided f32 matrices: loops 5–3 of BLIS here, loops 2–1 and the
+//! microkernel in `flashcpu-kernels`.
+//!
+//! ```text
+//! LOOP 5 (JC): n in NC blocks
+//!   LOOP 4 (PC): k in KC blocks; pack B[KC×NC] (in parallel over NR strips)
+//!     LOOP 3 (IC): m in MC blocks, in parallel (with n split further when m is short); pack A
+//!       macro-kernel (JR, IR, microkernel)
+//! ```
+//! Every C element sums its k products in the same order whatever the thread count (KC blocks in
+//! order, p in order inside each), so results are bit-identical for 1 and N threads.
+
+use crate::error::{Error, Result};
+use crate::isa::{IsaKind, resolve};
+use crate::scratch::{Slot, empty_slot, with_buffer};
+use crate::view::{MatMut, MatRef};
+use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, macro_kernel};
+use flashcpu_kernels::{Isa, view as kv};
+use rayon::prelude::*;
+
+/// Cache blocking for Zen 3 / Skylake-class cores (L1d 32 KiB, L2 512 KiB–1 MiB, L3 ≥ 8 MiB):
+/// - `KC = 256`: one packed B strip is KC·NR·4 B = 16 KiB, half of L1d, beside the A strip.
+/// - `MC = 144`: a packed A panel is MC·KC·4 B = 144 KiB, well inside L2 with room for B strips.
+/// - `NC = 4080`: the shared packed B panel is KC·NC·4 B ≈ 4 MiB, resident in L3.
+pub const KC: usize = 256;
+/// Rows of A per packed panel (see [`KC`]).
+pub const MC: usize = 144;
+/// Columns of B per packed panel (see [`KC`]).
+pub const NC: usize = 4080;
+
+/// How a call may use threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Parallelism {
+    /// Spread work over the current rayon pool: the global pool, or the caller's own when called
+    /// inside `pool.install(..)`.
+    #[default]
+    Rayon,
+    /// Run on the calling thread only.
+    Sequential,
+}
+
+/// Options for [`matmul_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatmulOptions {
+    /// Force an instruction set; `None` uses the detected (or `FLASHCPU_ISA`) default.
+    pub isa: Option<IsaKind>,
+    /// Threads.
+    pub parallelism: Parallelism,
+}
+
+/// `C ← α·A·B + β·C` on the default ISA and the current rayon pool.
+///
+/// A is `m × k`, B is `k × n`, C is `m × n`, each with any strides. `k = 0` gives `C = β·C`;
+/// `m = 0` or `n = 0` does nothing. With `β = 0`, C is only written, so NaN or garbage in C never
+/// leaks into the result. NaN and infinity in A or B propagate as IEEE arithmetic says.
+///
+/// ```
+/// use flashcpu::{matmul, MatMut, MatRef};
+/// let a = [1.0, 2.0, 3.0, 4.0]; // 2×2 row-major
+/// let b = [5.0, 6.0, 7.0, 8.0];
+/// let mut c = [0.0; 4];
+/// matmul(1.0, MatRef::row_major(&a, 2, 2)?, MatRef::row_major(&b, 2, 2)?, 0.0,
+///        MatMut::row_major(&mut c, 2, 2)?)?;
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// # Ok::<(), flashcpu::Error>(())
+/// ```
+pub fn matmul(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) -> Result<()> {
+    matmul_with(&MatmulOptions::default(), alpha, a, b, beta, c)
+}
+
+/// [`matmul`] with an explicit ISA and threading choice.
+pub fn matmul_with(
+    opts: &MatmulOptions,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) -> Result<()> {
+    let isa = resolve(opts.isa)?;
+    if a.cols() != b.rows() || a.rows() != c.rows() || b.cols() != c.cols() {
+        return Err(Error::ShapeMismatch(format!(
+            "A is {}×{}, B is {}×{}, C is {}×{}",
+            a.rows(),
+            a.cols(),
+            b.rows(),
+            b.cols(),
+            c.rows(),
+            c.cols()
+        )));
+    }
+    gemm(isa, opts.parallelism, alpha, a.0, b.0, beta, c.0);
+    Ok(())
+}
+
+thread_local! {
+    static A_PACK: Slot = empty_slot();
+    static B_PACK: Slot = empty_slot();
+}
+
+/// The blocked product on checked views. Also the entry point for the crate's other modules.
+pub(crate) fn gemm(
+    isa: Isa,
+    par: Parallelism,
+    alpha: f32,
+    a: kv::MatRef<'_>,
+    b: kv::MatRef<'_>,
+    beta: f32,
+    mut c: kv::MatMut<'_>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale_in_place(c, beta);
+        return;
+    }
+    let threads = match par {
+        Parallelism::Rayon => rayon::current_num_threads(),
+        Parallelism::Sequential => 1,
+    };
+    // LOOP 5 (JC): n in NC blocks.
+    let mut c_rest = c.rb();
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let (mut c_jc, right) = c_rest.split_at_col(nc);
+        c_rest = right;
+        // LOOP 4 (PC): k in KC blocks; the first applies β, later ones accumulate.
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let beta_pc = if pc == 0 { beta } else { 1.0 };
+            let b_blk = b.block(pc, jc, kc, nc);
+            with_buffer(&B_PACK, PackedB::len_for(kc, nc), |buf| {
+                let b_pack = pack_b(b_blk, buf, threads);
+                let a_blk = a.block(0, pc, m, kc);
+                loop3(isa, threads, alpha, a_blk, b_pack, beta_pc, c_jc.rb());
+            });
+        }
+    }
+}
+
+/// Packs B, splitting its NR strips across threads when there are several.
+fn pack_b<'a>(b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<'a> {
+    let (k, n) = (b.rows(), b.cols());
+    const STRIPS_PER_TASK: usize = 16;
+    if threads == 1 || n <= NR * STRIPS_PER_TASK {
+        return PackedB::pack(b, buf);
+    }
+    let task_cols = STRIPS_PER_TASK * NR;
+    buf[..PackedB::len_for(k, n)]
+        .par_chunks_mut(task_cols * k)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let j0 = t * task_cols;
+            PackedB::pack(b.block(0, j0, k, task_cols.min(n - j0)), chunk);
+        });
+    PackedB::from_buffer(buf, k, n)
+}
+
+/// LOOP 3 (IC): m in MC blocks; each work item packs its own A panel into thread-local scratch.
+fn loop3(
+    isa: Isa,
+    threads: usize,
+    alpha: f32,
+    a: kv::MatRef<'_>,
+    b: PackedB<'_>,
+    beta: f32,
+    c: kv::MatMut<'_>,
+) {
+    let (m, n) = (c.rows(), c.cols());
+    // Split n (in whole NR strips) when m alone gives too few items to keep every thread busy.
+    let m_blocks = m.div_ceil(MC);
+    let n_split = if threads > 1 {
+        (2 * threads).div_ceil(m_blocks).min(n.div_ceil(NR))
+    } else {
+        1
+    };
+    let n_chunk = n.div_ceil(NR).div_ceil(n_split) * NR;
+    let mut items = Vec::with_capacity(m_blocks * n_split);
+    let mut rows_rest = c;
+    for ic in (0..m).step_by(MC) {
+        let mc = MC.min(m - ic);
+        let (mut rows, below) = rows_rest.split_at_row(mc);
+        rows_rest = below;
+        for jr in (0..n).step_by(n_chunk) {
+            let (block, right) = rows.split_at_col(n_chunk.min(n - jr));
+            rows = right;
+            items.push((ic, jr, block));
+        }
+    }
+    let run = |(ic, jr, block): (usize, usize, kv::MatMut<'_>)| {
+        let a_blk = a.block(ic, 0, block.rows(), a.cols());
+        let b_blk = b.sub_cols(jr, block.cols());
+        if packing_a_pays(block.rows(), block.cols()) {
+            with_buffer(&A_PACK, PackedA::len_for(block.rows(), a.cols()), |buf| {
+                macro_kernel(
+                    isa,
+                    Lhs::Packed(PackedA::pack(a_blk, buf)),
+                    b_blk,
+                    block,
+                    alpha,
+                    beta,
+                )
+            });
+        } else {
+            macro_kernel(isa, Lhs::Strided(a_blk), b_blk, block, alpha, beta);
+        }
+    };
+    if threads > 1 && items.len() > 1 {
+        items.into_par_iter().for_each(run);
+    } else {
+        items.into_iter().for_each(run);
+    }
+}
+
+/// Packing A costs one pass over the panel; it pays once the panel is reused across several NR
+/// strips of B, or when A is short enough that its strided rows would not stay in L1.
+fn packing_a_pays(mc: usize, nc: usize) -> bool {
+    mc > MR && nc > 2 * NR
+}
+
+/// `C ← β·C`, never reading C when `β = 0` (for `k = 0`).
+fn scale_in_place(mut c: kv::MatMut<'_>, beta: f32) {
+    for i in 0..c.rows() {
+        for j in 0..c.cols() {
+            let v = if beta == 0.0 { 0.0 } else { beta * c.at(i, j) };
+            c.set(i, j, v);
+        }
+    }
+}
