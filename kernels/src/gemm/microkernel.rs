@@ -44,6 +44,13 @@ pub(crate) unsafe fn microkernel<S: Simd>(
     beta: f32,
 ) {
     debug_assert!(S::LANES == 8 && mr <= MR && nr <= NR);
+    // Start fetching the C tile now: its lines arrive while the k loop runs instead of stalling the
+    // stores at the end (C panels are often larger than L2).
+    for i in 0..mr {
+        let row = c.wrapping_add(i * c_rs);
+        s.prefetch(row);
+        s.prefetch(row.wrapping_add((nr - 1) * c_cs));
+    }
     let mut acc = [[s.splat(0.0); VECS]; MR];
     let cs = a.col_step;
     for p in 0..k {
@@ -52,10 +59,10 @@ pub(crate) unsafe fn microkernel<S: Simd>(
             let bp = b.add(p * NR);
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(8));
-            for i in 0..MR {
-                let ai = s.splat(*a.rows[i].add(p * cs));
-                acc[i][0] = s.mul_add(ai, b0, acc[i][0]);
-                acc[i][1] = s.mul_add(ai, b1, acc[i][1]);
+            for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()) {
+                let ai = s.splat(*row.add(p * cs));
+                acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
+                acc_i[1] = s.mul_add(ai, b1, acc_i[1]);
             }
         }
     }

@@ -32,29 +32,12 @@ impl<'a> PackedB<'a> {
     /// Packs `b` into the front of `buf`; panics if `buf` is shorter than [`PackedB::len_for`].
     pub fn pack(b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
         let (k, n) = (b.rows(), b.cols());
-        let len = Self::len_for(k, n);
-        let buf = &mut buf[..len];
-        for (strip, out) in buf
-            .chunks_exact_mut(NR * k.max(1))
-            .enumerate()
-            .take(n.div_ceil(NR))
-        {
-            let j0 = strip * NR;
-            let nr = NR.min(n - j0);
-            if b.col_stride() == 1 || nr < NR {
-                for (p, row) in out.chunks_exact_mut(NR).enumerate() {
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = if j < nr { b.at(p, j0 + j) } else { 0.0 };
-                    }
-                }
-            } else {
-                // Column-strided B (a transposed row-major matrix, e.g. Kᵀ): read each column
-                // contiguously along p, scatter into the strip.
-                for j in 0..NR {
-                    for p in 0..k {
-                        out[p * NR + j] = b.at(p, j0 + j);
-                    }
-                }
+        let buf = &mut buf[..Self::len_for(k, n)];
+        if k > 0 {
+            for (strip, out) in buf.chunks_exact_mut(NR * k).enumerate() {
+                let j0 = strip * NR;
+                // Strip row p holds B[p, j0..j0 + NR]: a NR-wide panel with B's strides.
+                pack_panel::<NR>(b, 0, j0, k, NR.min(n - j0), out);
             }
         }
         PackedB {
@@ -77,7 +60,7 @@ impl<'a> PackedB<'a> {
     /// Columns `j0..j0 + cols` as a packed operand; `j0` must start a strip. Panics otherwise.
     pub fn sub_cols(&self, j0: usize, cols: usize) -> PackedB<'a> {
         assert!(
-            j0 % NR == 0 && j0 + cols <= self.cols,
+            j0.is_multiple_of(NR) && j0 + cols <= self.cols,
             "sub_cols({j0}, {cols}) of {} columns",
             self.cols
         );
@@ -111,19 +94,12 @@ impl<'a> PackedA<'a> {
     /// Packs `a` into the front of `buf`; panics if `buf` is shorter than [`PackedA::len_for`].
     pub fn pack(a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
         let (m, k) = (a.rows(), a.cols());
-        let len = Self::len_for(m, k);
-        let buf = &mut buf[..len];
-        for (strip, out) in buf
-            .chunks_exact_mut(MR * k.max(1))
-            .enumerate()
-            .take(m.div_ceil(MR))
-        {
-            let i0 = strip * MR;
-            let mr = MR.min(m - i0);
-            for (p, col) in out.chunks_exact_mut(MR).enumerate() {
-                for (i, x) in col.iter_mut().enumerate() {
-                    *x = if i < mr { a.at(i0 + i, p) } else { 0.0 };
-                }
+        let buf = &mut buf[..Self::len_for(m, k)];
+        if k > 0 {
+            for (strip, out) in buf.chunks_exact_mut(MR * k).enumerate() {
+                let i0 = strip * MR;
+                // Strip column p holds A[i0..i0 + MR, p]: the transpose of an MR-wide panel of Aᵀ.
+                pack_panel::<MR>(a.t(), 0, i0, k, MR.min(m - i0), out);
             }
         }
         PackedA {
@@ -144,5 +120,53 @@ impl<'a> PackedA<'a> {
     /// Start of strip `i` (`k·MR` floats).
     pub(crate) fn strip_ptr(&self, i: usize) -> *const f32 {
         self.data[i * MR * self.depth..].as_ptr()
+    }
+}
+
+/// Copies the `depth × width` block of `src` at `(r0, c0)` into `out` as `depth` rows of `W`
+/// floats (`out[p·W + j] = src[r0 + p, c0 + j]`), zero-padding columns `width..W`. Picks the loop order that reads `src` contiguously.
+///
+/// Panics if the block is outside `src` or `out` is shorter than `depth·W`.
+fn pack_panel<const W: usize>(
+    src: MatRef<'_>,
+    r0: usize,
+    c0: usize,
+    depth: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        width <= W
+            && r0 + depth <= src.rows()
+            && c0 + width <= src.cols()
+            && out.len() >= depth * W
+    );
+    let (rs, cs) = (src.row_stride(), src.col_stride());
+    let base = src.ptr();
+    let at = |p: usize, j: usize| {
+        // SAFETY: p < depth and j < width, so (r0 + p, c0 + j) is inside the view (asserted above),
+        // and a MatRef guarantees every in-range index lies inside its slice.
+        unsafe { *base.add((r0 + p) * rs + (c0 + j) * cs) }
+    };
+    if width == W && cs == 1 {
+        // Unit column stride: each row is W contiguous floats (the compiler emits vector copies).
+        for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = at(p, j);
+            }
+        }
+    } else if width == W && rs == 1 {
+        // Unit row stride: walk down each column contiguously and scatter.
+        for j in 0..W {
+            for p in 0..depth {
+                out[p * W + j] = at(p, j);
+            }
+        }
+    } else {
+        for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if j < width { at(p, j) } else { 0.0 };
+            }
+        }
     }
 }

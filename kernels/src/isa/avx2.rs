@@ -92,6 +92,11 @@ impl Simd for Avx2Fma {
         }
     }
     #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        // SAFETY: prefetch is a hint that never faults, even on an invalid address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
     fn reduce_sum(self, a: __m256) -> f32 {
         // SAFETY: the token proves AVX is available.
         unsafe {

@@ -55,6 +55,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn round(self, a: Self::V) -> Self::V;
     /// `2^n` for lanes holding integers in `-127..=127`; `-127` gives exactly 0.
     fn pow2i(self, n: Self::V) -> Self::V;
+    /// Hints the cache line holding `p` into L1. Never faults, whatever `p` is.
+    fn prefetch(self, p: *const f32);
     /// Sum of all lanes.
     fn reduce_sum(self, a: Self::V) -> f32;
     /// Maximum of all lanes (NaN handling as in [`Simd::max`], lane order unspecified).

@@ -65,6 +65,17 @@ impl Simd for Portable {
         wide::bytemuck::cast(bits)
     }
     #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        // SSE prefetch exists on every x86-64; elsewhere the hint is skipped.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetch is a hint that never faults, even on an invalid address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+    #[inline(always)]
     fn reduce_sum(self, a: f32x8) -> f32 {
         a.reduce_add()
     }
