@@ -5,16 +5,21 @@
 //! it over rayon. The SIMD kernels live in `flashcpu-kernels`.
 #![forbid(unsafe_code)]
 
+pub mod attention;
 mod error;
 mod isa;
 mod matmul;
 mod scratch;
 mod view;
 
+pub use attention::{AttentionParams, CausalAlign, Window, attention, attention_with_lse, merge};
 pub use error::{Error, Result};
 pub use isa::{ISA_ENV, IsaKind, active_isa, available_isas, parse_isa};
 pub use matmul::{KC, MC, MatmulOptions, NC, Parallelism, matmul, matmul_with};
-pub use view::{MatMut, MatRef};
+pub use view::{MatMut, MatRef, View4, View4Mut};
 
 pub mod peak;
 pub mod reference;
+
+#[cfg(test)]
+mod tests;

@@ -100,3 +100,71 @@ impl<'a> MatMut<'a> {
         (i < self.rows() && j < self.cols()).then(|| self.0.at(i, j))
     }
 }
+
+fn describe4(shape: [usize; 4], strides: [usize; 4], len: usize) -> String {
+    format!("shape {shape:?} with strides {strides:?} over a slice of {len}")
+}
+
+/// A read-only 4-D tensor, indexed `[batch, heads, len, dim]` whatever its memory layout.
+/// `f32` for Q, K, V and biases; `bool` for masks.
+#[derive(Debug)]
+pub struct View4<'a, T = f32>(pub(crate) kv::View4<'a, T>);
+
+impl<T> Clone for View4<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for View4<'_, T> {}
+
+impl<'a, T: Copy> View4<'a, T> {
+    /// A view with explicit strides (in elements) for `[batch, heads, len, dim]`.
+    pub fn new(data: &'a [T], shape: [usize; 4], strides: [usize; 4]) -> Result<Self> {
+        kv::View4::new(data, shape, strides)
+            .map(View4)
+            .ok_or_else(|| Error::OutOfBounds(describe4(shape, strides, data.len())))
+    }
+    /// Dense `[batch, heads, len, dim]` memory (PyTorch's default, Hugging Face KV caches).
+    pub fn bhld(data: &'a [T], [b, h, l, d]: [usize; 4]) -> Result<Self> {
+        Self::new(data, [b, h, l, d], [h * l * d, l * d, d, 1])
+    }
+    /// Dense `[batch, len, heads, dim]` memory (FlashAttention's layout, a projection's output).
+    /// The view is still indexed `[batch, heads, len, dim]`.
+    pub fn blhd(data: &'a [T], [b, l, h, d]: [usize; 4]) -> Result<Self> {
+        Self::new(data, [b, h, l, d], [l * h * d, d, h * d, 1])
+    }
+    /// `[batch, heads, len, dim]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.0.shape()
+    }
+}
+
+/// A mutable 4-D tensor `[batch, heads, len, dim]`; its strides must map distinct indices to
+/// distinct elements.
+#[derive(Debug)]
+pub struct View4Mut<'a>(pub(crate) kv::View4Mut<'a>);
+
+impl<'a> View4Mut<'a> {
+    /// A view with explicit strides (in elements) for `[batch, heads, len, dim]`.
+    pub fn new(data: &'a mut [f32], shape: [usize; 4], strides: [usize; 4]) -> Result<Self> {
+        let len = data.len();
+        if kv::View4::new(&*data, shape, strides).is_none() {
+            return Err(Error::OutOfBounds(describe4(shape, strides, len)));
+        }
+        kv::View4Mut::new(data, shape, strides)
+            .map(View4Mut)
+            .ok_or_else(|| Error::OverlappingOutput(describe4(shape, strides, len)))
+    }
+    /// Dense `[batch, heads, len, dim]` memory.
+    pub fn bhld(data: &'a mut [f32], [b, h, l, d]: [usize; 4]) -> Result<Self> {
+        Self::new(data, [b, h, l, d], [h * l * d, l * d, d, 1])
+    }
+    /// Dense `[batch, len, heads, dim]` memory, indexed `[batch, heads, len, dim]`.
+    pub fn blhd(data: &'a mut [f32], [b, l, h, d]: [usize; 4]) -> Result<Self> {
+        Self::new(data, [b, h, l, d], [l * h * d, d, h * d, 1])
+    }
+    /// `[batch, heads, len, dim]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.0.shape()
+    }
+}

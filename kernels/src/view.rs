@@ -22,34 +22,52 @@ fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Opt
 /// Whether `(i, j) ↦ i·rs + j·cs` is one-to-one on a `rows × cols` grid. Sufficient (not necessary)
 /// condition: one stride steps over the whole span of the other, as in every dense layout.
 fn strides_are_injective(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    if rows <= 1 && cols <= 1 {
-        return true;
+    injective(&mut [(rows, rs), (cols, cs)])
+}
+
+/// Whether `index ↦ Σ index[d]·stride[d]` is one-to-one over the grid `dims = [(size, stride)]`.
+/// Sufficient condition, met by every dense or padded layout: ordered by stride, each stride is at
+/// least the span of all smaller ones.
+fn injective(dims: &mut [(usize, usize)]) -> bool {
+    dims.sort_by_key(|&(_, stride)| stride);
+    let mut span = 1usize; // elements covered by the dimensions seen so far
+    for &(size, stride) in dims.iter().filter(|&&(size, _)| size > 1) {
+        if stride < span {
+            return false;
+        }
+        let Some(next) = (size - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(span))
+        else {
+            return false;
+        };
+        span = next;
     }
-    if rows <= 1 {
-        return cs >= 1;
-    }
-    if cols <= 1 {
-        return rs >= 1;
-    }
-    let row_span = (cols - 1).checked_mul(cs).and_then(|x| x.checked_add(1));
-    let col_span = (rows - 1).checked_mul(rs).and_then(|x| x.checked_add(1));
-    (cs >= 1 && row_span.is_some_and(|s| rs >= s)) || (rs >= 1 && col_span.is_some_and(|s| cs >= s))
+    true
 }
 
 /// A read-only `rows × cols` matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
+/// f32 for operands; `bool` for attention masks.
+#[derive(Debug)]
+pub struct MatRef<'a, T = f32> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
 
-impl<'a> MatRef<'a> {
+impl<T> Clone for MatRef<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for MatRef<'_, T> {}
+
+impl<'a, T: Copy> MatRef<'a, T> {
     /// The view, if every element lies inside `data`.
     pub fn new(
-        data: &'a [f32],
+        data: &'a [T],
         rows: usize,
         cols: usize,
         row_stride: usize,
@@ -83,7 +101,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// The transpose; free, it swaps the strides.
-    pub fn t(self) -> MatRef<'a> {
+    pub fn t(self) -> MatRef<'a, T> {
         MatRef {
             rows: self.cols,
             cols: self.rows,
@@ -94,7 +112,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// Element `(i, j)`; panics when out of range.
-    pub fn at(&self, i: usize, j: usize) -> f32 {
+    pub fn at(&self, i: usize, j: usize) -> T {
         assert!(
             i < self.rows && j < self.cols,
             "MatRef::at({i}, {j}) outside {}×{}",
@@ -105,7 +123,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// The block of rows `r0..r0 + rows` and columns `c0..c0 + cols`; panics when it does not fit.
-    pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> MatRef<'a> {
+    pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> MatRef<'a, T> {
         assert!(
             r0 + rows <= self.rows && c0 + cols <= self.cols,
             "block outside the view"
@@ -124,7 +142,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// Pointer to element `(0, 0)`. Every `(i, j)` in range is at `ptr + i·rs + j·cs`.
-    pub(crate) fn ptr(&self) -> *const f32 {
+    pub(crate) fn ptr(&self) -> *const T {
         self.data.as_ptr()
     }
 }
@@ -276,5 +294,122 @@ impl<'a> MatMut<'a> {
     /// Pointer to element `(0, 0)`. Every `(i, j)` in range is at `ptr + i·rs + j·cs`.
     pub(crate) fn ptr(&mut self) -> *mut f32 {
         self.ptr
+    }
+}
+
+/// Offset of the last element of a 4-D view plus one, or `None` on overflow (0 when empty).
+fn extent4(shape: [usize; 4], strides: [usize; 4]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().zip(strides).try_fold(1usize, |acc, (&n, s)| {
+        acc.checked_add((n - 1).checked_mul(s)?)
+    })
+}
+
+/// A read-only 4-D tensor `[batch, heads, len, dim]` with any strides; `bool` for masks.
+#[derive(Debug)]
+pub struct View4<'a, T = f32> {
+    data: &'a [T],
+    shape: [usize; 4],
+    strides: [usize; 4],
+}
+
+impl<T> Clone for View4<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for View4<'_, T> {}
+
+impl<'a, T: Copy> View4<'a, T> {
+    /// The view, if every element lies inside `data`.
+    pub fn new(data: &'a [T], shape: [usize; 4], strides: [usize; 4]) -> Option<Self> {
+        (extent4(shape, strides)? <= data.len()).then_some(View4 {
+            data,
+            shape,
+            strides,
+        })
+    }
+    /// `[batch, heads, len, dim]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+    /// Strides in elements, in the order of [`View4::shape`].
+    pub fn strides(&self) -> [usize; 4] {
+        self.strides
+    }
+    /// The `len × dim` matrix of batch `b`, head `h`; panics when out of range.
+    pub fn matrix(&self, b: usize, h: usize) -> MatRef<'a, T> {
+        assert!(
+            b < self.shape[0] && h < self.shape[1],
+            "View4::matrix({b}, {h}) out of range"
+        );
+        let [_, _, rows, cols] = self.shape;
+        let [sb, sh, rs, cs] = self.strides;
+        let start = if rows == 0 || cols == 0 {
+            0
+        } else {
+            b * sb + h * sh
+        };
+        MatRef {
+            data: &self.data[start..],
+            rows,
+            cols,
+            row_stride: rs,
+            col_stride: cs,
+        }
+    }
+}
+
+/// A mutable 4-D tensor `[batch, heads, len, dim]` whose indices map to distinct elements.
+#[derive(Debug)]
+pub struct View4Mut<'a> {
+    ptr: *mut f32,
+    shape: [usize; 4],
+    strides: [usize; 4],
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> View4Mut<'a> {
+    /// The view, if every element lies inside `data` and no two indices share an element.
+    pub fn new(data: &'a mut [f32], shape: [usize; 4], strides: [usize; 4]) -> Option<Self> {
+        let mut dims = [0, 1, 2, 3].map(|d| (shape[d], strides[d]));
+        (extent4(shape, strides)? <= data.len() && injective(&mut dims)).then_some(View4Mut {
+            ptr: data.as_mut_ptr(),
+            shape,
+            strides,
+            _borrow: PhantomData,
+        })
+    }
+    /// `[batch, heads, len, dim]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+    /// The `len × dim` matrices of every `(batch, head)`, batch-major. They are disjoint, so each
+    /// can go to a different thread.
+    pub fn into_matrices(self) -> Vec<MatMut<'a>> {
+        let [batch, heads, rows, cols] = self.shape;
+        let [sb, sh, rs, cs] = self.strides;
+        let empty = rows == 0 || cols == 0;
+        let mut out = Vec::with_capacity(batch * heads);
+        for b in 0..batch {
+            for h in 0..heads {
+                let offset = if empty { 0 } else { b * sb + h * sh };
+                // SAFETY: for a non-empty matrix, (b, h, 0, 0) is an element of the view, so the
+                // offset is inside the borrowed slice (checked in `new`); empty ones stay at the base.
+                let ptr = unsafe { self.ptr.add(offset) };
+                // Distinct (b, h) own distinct elements because the 4-D strides are injective.
+                out.push(MatMut {
+                    ptr,
+                    rows,
+                    cols,
+                    row_stride: rs,
+                    col_stride: cs,
+                    _borrow: PhantomData,
+                });
+            }
+        }
+        out
     }
 }

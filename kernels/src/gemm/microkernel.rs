@@ -20,21 +20,22 @@ pub(crate) struct LhsStrip {
     pub col_step: usize,
 }
 
-/// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]`, where A is the MR×k strip `a` and B the packed
-/// k×NR strip `b`. Only the first `mr` rows and `nr` columns of C are touched; with `β = 0`, C is
+/// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]`, where A is the MR×k strip `a` and B the
+/// k×NR strip `b = (start, row_step)` (row_step = NR when packed). Only the first `mr` rows and `nr` columns of C are touched; with `β = 0`, C is
 /// not read.
 ///
 /// # Safety
 /// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `b..b + k·NR` is
-/// readable; `c + i·c_rs + j·c_cs` is writable for `i < mr ≤ MR`, `j < nr ≤ NR`, and no other
-/// thread accesses those elements during the call. `S::LANES` is 8.
+/// readable (see below); `c + i·c_rs + j·c_cs` is writable for `i < mr ≤ MR`, `j < nr ≤ NR`, and no other
+/// thread accesses those elements during the call. `S::LANES` is 8. (For B: `start + p·row_step`
+/// is NR readable floats for `p < k`.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the BLIS microkernel signature; grouping would hide the contract
 pub(crate) unsafe fn microkernel<S: Simd>(
     s: S,
     k: usize,
     a: LhsStrip,
-    b: *const f32,
+    (b, b_step): (*const f32, usize),
     c: *mut f32,
     c_rs: usize,
     c_cs: usize,
@@ -56,7 +57,7 @@ pub(crate) unsafe fn microkernel<S: Simd>(
     for p in 0..k {
         // SAFETY: p < k, so the B row p and A column p are inside the strips (contract above).
         unsafe {
-            let bp = b.add(p * NR);
+            let bp = b.add(p * b_step);
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(8));
             for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()) {

@@ -70,6 +70,47 @@ impl Lhs<'_> {
     }
 }
 
+/// The right operand of a macro-kernel call: packed into NR strips, or read in place when its
+/// rows are already unit-stride and a whole number of strips wide (a V tile with d_v = 64, 128…).
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    /// Packed by [`PackedB::pack`].
+    Packed(PackedB<'a>),
+    /// Read in place; made by [`Rhs::direct`].
+    Direct(DirectB<'a>),
+}
+
+/// A right operand the microkernel can read in place: unit column stride, columns a multiple of NR.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectB<'a>(MatRef<'a>);
+
+impl<'a> Rhs<'a> {
+    /// `b` read in place if its layout allows, else `None` (pack it instead).
+    pub fn direct(b: MatRef<'a>) -> Option<Rhs<'a>> {
+        (b.col_stride() == 1 && b.cols().is_multiple_of(NR)).then_some(Rhs::Direct(DirectB(b)))
+    }
+    fn depth(&self) -> usize {
+        match self {
+            Rhs::Packed(b) => b.depth(),
+            Rhs::Direct(b) => b.0.rows(),
+        }
+    }
+    fn cols(&self) -> usize {
+        match self {
+            Rhs::Packed(b) => b.cols(),
+            Rhs::Direct(b) => b.0.cols(),
+        }
+    }
+    /// Start of the NR strip at column `j0` and the distance between its rows.
+    #[inline(always)]
+    fn strip(&self, j0: usize) -> (*const f32, usize) {
+        match self {
+            Rhs::Packed(b) => (b.strip_ptr(j0 / NR), NR),
+            Rhs::Direct(b) => (b.0.ptr().wrapping_add(j0), b.0.row_stride()),
+        }
+    }
+}
+
 /// `C ← α·A·B + β·C` for one `mc × kc` panel of A and one packed `kc × nc` panel of B, where
 /// `C` is `mc × nc`. With `β = 0`, C is written without being read.
 ///
@@ -85,6 +126,7 @@ pub fn macro_kernel(isa: Isa, a: Lhs<'_>, b: PackedB<'_>, c: MatMut<'_>, alpha: 
         c.rows(),
         c.cols()
     );
+    let b = Rhs::Packed(b);
     dispatch!(isa,
         portable => macro_kernel_body(crate::isa::Portable, a, b, c, alpha, beta),
         // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
@@ -99,7 +141,7 @@ pub fn macro_kernel(isa: Isa, a: Lhs<'_>, b: PackedB<'_>, c: MatMut<'_>, alpha: 
 unsafe fn macro_kernel_avx2(
     s: crate::isa::Avx2Fma,
     a: Lhs<'_>,
-    b: PackedB<'_>,
+    b: Rhs<'_>,
     c: MatMut<'_>,
     alpha: f32,
     beta: f32,
@@ -112,11 +154,12 @@ unsafe fn macro_kernel_avx2(
 pub(crate) fn macro_kernel_body<S: Simd>(
     s: S,
     a: Lhs<'_>,
-    b: PackedB<'_>,
+    b: Rhs<'_>,
     mut c: MatMut<'_>,
     alpha: f32,
     beta: f32,
 ) {
+    debug_assert!(a.rows() == c.rows() && b.cols() == c.cols() && a.depth() == b.depth());
     let (m, n, k) = (c.rows(), c.cols(), b.depth());
     if m == 0 || n == 0 {
         return;
@@ -125,7 +168,7 @@ pub(crate) fn macro_kernel_body<S: Simd>(
     let c_ptr = c.ptr();
     // LOOP 2 (JR): n in NR strips of the packed B panel.
     for jr in (0..n).step_by(NR) {
-        let b_strip = b.strip_ptr(jr / NR);
+        let b_strip = b.strip(jr);
         let nr = NR.min(n - jr);
         // LOOP 1 (IR): m in MR strips of A.
         for ir in (0..m).step_by(MR) {

@@ -79,6 +79,10 @@ impl<'a> PackedB<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// The packed strips (a multiple of NR floats).
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
     /// Start of strip `j` (`k·NR` floats).
     pub(crate) fn strip_ptr(&self, j: usize) -> *const f32 {
         self.data[j * NR * self.depth..].as_ptr()

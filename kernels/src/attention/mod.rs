@@ -1,0 +1,162 @@
+//! The flash-attention work item: one Q tile of every query head in a KV-head group, walked across
+//! its K/V tiles with an online softmax. Threads, planning and validation live in `flashcpu`.
+
+mod tile;
+
+use crate::gemm::PackedB;
+use crate::isa::{Isa, dispatch};
+use crate::view::{MatMut, MatRef};
+
+/// The rule part of the mask: absolute query row `i` sees keys `[max(0, i + lo), min(key_len, i + hi))`.
+///
+/// Causal masks (either alignment), sliding windows and per-sequence key lengths all reduce to
+/// this interval, which is non-decreasing in `i`; that is what lets a whole K tile be classified as
+/// empty, full or partial from its corner rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRule {
+    /// Offset of the first visible key relative to the row (very negative: no left limit).
+    pub lo: i64,
+    /// Offset one past the last visible key relative to the row (very large: no right limit).
+    pub hi: i64,
+    /// Keys at or past this index do not exist for this sequence (padding).
+    pub key_len: usize,
+}
+
+impl KeyRule {
+    /// The visible key interval of absolute query row `i`; empty when `start ≥ end`.
+    pub fn range(&self, i: usize) -> (usize, usize) {
+        let clamp = |x: i64| x.clamp(0, self.key_len as i64) as usize;
+        let i = i as i64;
+        (
+            clamp(i.saturating_add(self.lo)),
+            clamp(i.saturating_add(self.hi)),
+        )
+    }
+}
+
+/// One query head's part of a work item.
+#[derive(Debug)]
+pub struct HeadTile<'a> {
+    /// The tile's query rows, `rows × d`.
+    pub q: MatRef<'a>,
+    /// Where the tile's output rows go, `rows × dv`.
+    pub out: MatMut<'a>,
+    /// Where the rows' log-sum-exp goes, if requested (`rows` floats).
+    pub lse: Option<&'a mut [f32]>,
+    /// Additive bias for the tile's rows, `rows × kv_len`.
+    pub bias: Option<MatRef<'a>>,
+    /// Boolean mask for the tile's rows, `rows × kv_len`; `false` hides a key.
+    pub mask: Option<MatRef<'a, bool>>,
+    /// ALiBi slope: adds `−slope·|i + alibi_offset − j|` to score (i, j).
+    pub alibi_slope: Option<f32>,
+    /// Attention-sink logit that joins the softmax denominator.
+    pub sink: Option<f32>,
+}
+
+/// A work item: the same rows of every query head that shares one K/V head.
+#[derive(Debug)]
+pub struct TileJob<'a> {
+    /// The query heads of the group (all with the same rows).
+    pub heads: Vec<HeadTile<'a>>,
+    /// Keys, `kv_len × d`.
+    pub k: MatRef<'a>,
+    /// Values, `kv_len × dv`.
+    pub v: MatRef<'a>,
+    /// Absolute index of the tile's first query row.
+    pub q_start: usize,
+    /// Which keys each row may see.
+    pub rule: KeyRule,
+    /// `kv_len − q_len`: the diagonal offset that ALiBi distances are measured from.
+    pub alibi_offset: i64,
+    /// Multiplies Q·Kᵀ (usually 1/√d).
+    pub scale: f32,
+    /// Logit soft-cap `c`: scores become `c·tanh(s/c)`.
+    pub softcap: Option<f32>,
+    /// Keys per K/V tile.
+    pub bc: usize,
+    /// The caller has checked that every value in V is finite ([`all_finite`]), so the kernel can
+    /// skip its per-tile check. `false` is always safe.
+    pub v_known_finite: bool,
+}
+
+/// Whether every element of `m` is finite; vectorised for unit column stride.
+pub fn all_finite(isa: Isa, m: MatRef<'_>) -> bool {
+    if m.col_stride() != 1 {
+        return (0..m.rows()).all(|i| (0..m.cols()).all(|j| m.at(i, j).is_finite()));
+    }
+    dispatch!(isa,
+        // SAFETY: a MatRef with unit column stride has `cols` readable floats in each row.
+        portable => unsafe { crate::softmax::all_finite(crate::isa::Portable, m.ptr(), m.rows(), m.cols(), m.row_stride()) },
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        avx2 => unsafe { all_finite_avx2(crate::isa::Avx2Fma::new_unchecked(), m) },
+    )
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `m` must have unit column stride.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn all_finite_avx2(s: crate::isa::Avx2Fma, m: MatRef<'_>) -> bool {
+    // SAFETY: unit column stride (the contract) gives `cols` readable floats per row.
+    unsafe { crate::softmax::all_finite(s, m.ptr(), m.rows(), m.cols(), m.row_stride()) }
+}
+
+/// Floats of scratch that [`attend`] needs for `rows` stacked query rows (all heads of the item).
+pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
+    let padded = tile::padded_rows(rows);
+    rows * d + PackedB::len_for(d, rows) + bc * padded + bc * dv + dv * padded + 3 * padded
+}
+
+/// Runs one work item: for each K/V tile the mask does not hide, S = Q·Kᵀ, the score transforms,
+/// the online softmax update and O += P·V; then O /= l and lse = m + ln l.
+///
+/// Semantics: a row that sees no key (and has no sink) gets O = 0 and lse = −∞; keys the mask hides
+/// are never read when a whole tile is hidden, and never influence a row when only some are;
+/// non-finite values reach exactly the rows that attend to them.
+///
+/// Panics if the parts' shapes disagree or `scratch` is shorter than [`scratch_len`].
+pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
+    let rows = job.heads.first().map_or(0, |h| h.q.rows());
+    let (kv_len, d, dv) = (job.k.rows(), job.k.cols(), job.v.cols());
+    assert!(
+        job.bc > 0 && job.v.rows() == kv_len && job.rule.key_len <= kv_len,
+        "attend: K/V shapes"
+    );
+    for h in &job.heads {
+        assert!(
+            h.q.rows() == rows && h.q.cols() == d && h.out.rows() == rows && h.out.cols() == dv,
+            "attend: head tile shapes"
+        );
+        assert!(
+            h.lse.as_ref().is_none_or(|l| l.len() == rows),
+            "attend: lse length"
+        );
+        assert!(
+            h.bias
+                .is_none_or(|b| b.rows() == rows && b.cols() == kv_len),
+            "attend: bias shape"
+        );
+        assert!(
+            h.mask
+                .is_none_or(|m| m.rows() == rows && m.cols() == kv_len),
+            "attend: mask shape"
+        );
+    }
+    assert!(
+        scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc),
+        "attend: scratch"
+    );
+    dispatch!(isa,
+        portable => tile::attend_body(crate::isa::Portable, job, scratch),
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        avx2 => unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) },
+    )
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(s: crate::isa::Avx2Fma, job: TileJob<'_>, scratch: &mut [f32]) {
+    tile::attend_body(s, job, scratch)
+}

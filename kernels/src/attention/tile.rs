@@ -1,0 +1,277 @@
+//! The body of one attention work item, generic over the ISA.
+//!
+//! Everything runs transposed, queries in the SIMD lanes:
+//! - `Sᵀ = K·Qᵀ` (keys × queries): K tile rows are the microkernel's left operand read in place (no
+//!   per-tile transpose); Qᵀ is packed once per item;
+//! - the online softmax reduces down the columns of Sᵀ, one query per lane, with no horizontal
+//!   reductions, and leaves P = e^(Sᵀ − m) in place;
+//! - `Oᵀ += Vᵀ·P`: V tile columns are the left operand read in place, and P is already laid out as
+//!   the right operand (rows of whole 16-query strips), so nothing is packed per tile. Rescaling
+//!   Oᵀ by α is a vector multiply per row.
+//!
+//! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
+//! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
+//! NaN/∞ or with strided columns) · m, l, α Mp each. At M = 64, d = dv = 128, Bc = 96:
+//! 32+32+24+32+48 KiB ≈ 170 KiB, inside a 512 KiB L2; during each product one 16-query strip of
+//! the right operand (6–8 KiB) stays in L1 while the left operand's rows stream past it.
+
+use super::TileJob;
+use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
+use crate::isa::Simd;
+use crate::softmax::{all_finite, exp, mul_rows, softcap_row};
+use crate::view::{MatMut, MatRef};
+
+/// The query axis is padded to whole microkernel strips (NR = 16, also a multiple of every LANES).
+const LANE_PAD: usize = crate::gemm::NR;
+
+/// Query columns of Sᵀ and Oᵀ, padded so every column op is whole vectors and P can be read in
+/// place as the right operand. Padding columns hold stale values: each column is independent and
+/// padding is never read back as a query.
+pub(super) fn padded_rows(rows: usize) -> usize {
+    rows.next_multiple_of(LANE_PAD)
+}
+
+#[inline(always)]
+pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f32]) {
+    let g = job.heads.len();
+    let rows = job.heads.first().map_or(0, |h| h.q.rows());
+    let (d, dv, bc) = (job.k.cols(), job.v.cols(), job.bc);
+    let m_rows = g * rows;
+    if m_rows == 0 {
+        return;
+    }
+    let mp = padded_rows(m_rows);
+    let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
+    let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
+    let (st_buf, rest) = rest.split_at_mut(bc * mp);
+    let (v_buf, rest) = rest.split_at_mut(bc * dv);
+    let (o_buf, rest) = rest.split_at_mut(dv * mp);
+    let (m_buf, rest) = rest.split_at_mut(mp);
+    let (l_buf, rest) = rest.split_at_mut(mp);
+    let alpha_buf = &mut rest[..mp];
+
+    // Q, pre-scaled (S = (scale·Q)·Kᵀ saves a pass per tile), stacked head by head, then packed
+    // as Qᵀ strips of 16 queries.
+    for (h, head) in job.heads.iter().enumerate() {
+        for i in 0..rows {
+            let dst = &mut q_rows[(h * rows + i) * d..][..d];
+            for (p, x) in dst.iter_mut().enumerate() {
+                *x = head.q.at(i, p) * job.scale;
+            }
+        }
+        let sink = head.sink.unwrap_or(f32::NEG_INFINITY);
+        m_buf[h * rows..][..rows].fill(sink);
+        // A sink contributes e^(sink − m) = 1 at m = sink.
+        l_buf[h * rows..][..rows].fill(if head.sink.is_some() { 1.0 } else { 0.0 });
+    }
+    m_buf[m_rows..].fill(f32::NEG_INFINITY);
+    l_buf[m_rows..].fill(0.0);
+    o_buf.fill(0.0);
+    let q_mat = MatRef::new(&*q_rows, m_rows, d, d, 1).expect("scratch sized by scratch_len");
+    let q_pack = PackedB::pack(q_mat.t(), q_buf);
+
+    let first = job.q_start;
+    let last = first + rows - 1;
+    let (k_lo, _) = job.rule.range(first);
+    let (_, k_hi) = job.rule.range(last);
+    let mut bad_keys = Vec::new();
+    for kt in (k_lo..k_hi).step_by(bc) {
+        let n = bc.min(k_hi - kt);
+        let ke = kt + n;
+        // Ranges are non-decreasing in the row, so corner rows decide "full"; a tile that no row
+        // reaches (possible with narrow windows) is skipped without reading K or V.
+        let full = job.rule.range(last).0 <= kt && job.rule.range(first).1 >= ke;
+        let reached = (first..=last).any(|i| {
+            let (lo, hi) = job.rule.range(i);
+            lo < ke && hi > kt && lo < hi
+        });
+        if !reached {
+            continue;
+        }
+
+        // Sᵀ = K_tile · (scale·Q)ᵀ: K rows read in place.
+        let st_mat =
+            MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+        macro_kernel_body(
+            s,
+            Lhs::Strided(job.k.block(kt, 0, n, d)),
+            Rhs::Packed(q_pack),
+            st_mat,
+            1.0,
+            0.0,
+        );
+        transform_scores(s, &job, rows, mp, kt, n, full, st_buf);
+        online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf);
+        if alpha_buf.iter().any(|&a| a != 1.0) {
+            for o_row in o_buf.chunks_exact_mut(mp) {
+                // SAFETY: `o_row` and `alpha_buf` are both mp floats.
+                unsafe { mul_rows(s, o_row.as_mut_ptr(), alpha_buf.as_ptr(), mp) };
+            }
+        }
+
+        // Oᵀ += Vᵀ·P, V read in place. Non-finite V rows are kept out of the product (0·NaN would
+        // poison queries that give them zero weight) and added back only where the weight is
+        // non-zero; they, and V with strided columns, go through a dense copy.
+        let v_tile = job.v.block(kt, 0, n, dv);
+        // SAFETY: with unit column stride each of the tile's n rows is dv readable floats.
+        let clean = v_tile.col_stride() == 1
+            && (job.v_known_finite
+                || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
+        bad_keys.clear();
+        let v_lhs = if clean {
+            v_tile
+        } else {
+            for (j, row) in v_buf.chunks_exact_mut(dv.max(1)).take(n).enumerate() {
+                for (c, x) in row.iter_mut().enumerate() {
+                    let v = v_tile.at(j, c);
+                    *x = if v.is_finite() { v } else { 0.0 };
+                }
+                if (0..dv).any(|c| !v_tile.at(j, c).is_finite()) {
+                    bad_keys.push(j);
+                }
+            }
+            MatRef::new(&*v_buf, n, dv, dv, 1).expect("scratch sized by scratch_len")
+        };
+        let p_mat = MatRef::new(&*st_buf, n, mp, mp, 1).expect("scratch sized by scratch_len");
+        let p_rhs = Rhs::direct(p_mat).expect("mp is a multiple of NR");
+        let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
+        macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
+        for &j in &bad_keys {
+            for r in 0..m_rows {
+                let p = st_buf[j * mp + r];
+                if p != 0.0 {
+                    for c in 0..dv {
+                        o_buf[c * mp + r] += p * v_tile.at(j, c);
+                    }
+                }
+            }
+        }
+    }
+
+    // Finish: O /= l, lse = m + ln l; a row that saw nothing has l = 0 and gets O = 0, lse = −∞.
+    for (h, head) in job.heads.iter_mut().enumerate() {
+        for i in 0..rows {
+            let r = h * rows + i;
+            let l = l_buf[r];
+            let (inv, lse) = if l == 0.0 {
+                (0.0, f32::NEG_INFINITY)
+            } else {
+                (1.0 / l, m_buf[r] + l.ln())
+            };
+            for c in 0..dv {
+                head.out.set(
+                    i,
+                    c,
+                    if l == 0.0 {
+                        0.0
+                    } else {
+                        o_buf[c * mp + r] * inv
+                    },
+                );
+            }
+            if let Some(out) = head.lse.as_deref_mut() {
+                out[i] = lse;
+            }
+        }
+    }
+}
+
+/// Softcap, ALiBi, bias and masks on the `n × mp` tile of Sᵀ (keys `kt..kt + n`), in that order.
+#[allow(clippy::too_many_arguments)] // one tile's geometry; a struct would only rename them
+#[inline(always)]
+fn transform_scores<S: Simd>(
+    s: S,
+    job: &TileJob<'_>,
+    rows: usize,
+    mp: usize,
+    kt: usize,
+    n: usize,
+    full: bool,
+    st: &mut [f32],
+) {
+    let m_rows = rows * job.heads.len();
+    if let Some(cap) = job.softcap {
+        // SAFETY: the first n·mp floats of `st` are the tile.
+        unsafe { softcap_row(s, st.as_mut_ptr(), n * mp, cap) };
+    }
+    // Column r of Sᵀ is query row i of head h.
+    let columns = || (0..m_rows).map(|r| (r, r / rows, r % rows));
+    for (r, h, i) in columns() {
+        let head = &job.heads[h];
+        let i_abs = job.q_start + i;
+        if let Some(slope) = head.alibi_slope {
+            let diag = i_abs as i64 + job.alibi_offset;
+            for j in 0..n {
+                st[j * mp + r] -= slope * (diag - (kt + j) as i64).unsigned_abs() as f32;
+            }
+        }
+        if let Some(bias) = head.bias {
+            for j in 0..n {
+                let b = bias.at(i, kt + j);
+                let x = &mut st[j * mp + r];
+                // −∞ bias hides the key whatever the score is (even NaN): the same as a false mask bit.
+                *x = if b == f32::NEG_INFINITY { b } else { *x + b };
+            }
+        }
+        if let Some(mask) = head.mask {
+            for j in 0..n {
+                if !mask.at(i, kt + j) {
+                    st[j * mp + r] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        if !full {
+            let (lo, hi) = job.rule.range(i_abs);
+            let lo = lo.clamp(kt, kt + n) - kt;
+            let hi = hi.clamp(kt, kt + n).max(lo + kt) - kt;
+            for j in (0..lo).chain(hi..n) {
+                st[j * mp + r] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// The online-softmax update for one tile, column by column of Sᵀ (one query per lane):
+/// `m' = max(m, colmax)`, `P = e^(Sᵀ − m')` in place, `l' = α·l + ΣP`, `α = e^(m − m')` (left in
+/// `alpha` for the caller to rescale O). While a column has seen only −∞, `m'` stands in as
+/// −f32::MAX for the subtraction, so P = 0 and α = 0 instead of NaN.
+#[inline(always)]
+fn online_softmax<S: Simd>(
+    s: S,
+    mp: usize,
+    n: usize,
+    st: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let lanes = S::LANES;
+    debug_assert!(mp.is_multiple_of(lanes) && st.len() >= n * mp && m.len() >= mp);
+    let floor = s.splat(-f32::MAX);
+    for c in (0..mp).step_by(lanes) {
+        // SAFETY: c + LANES ≤ mp and j < n, so every access is inside the n·mp tile or the mp-long
+        // state rows.
+        unsafe {
+            let mut mx = s.splat(f32::NEG_INFINITY);
+            for j in 0..n {
+                mx = s.max(mx, s.load(st.as_ptr().add(j * mp + c)));
+            }
+            let m_old = s.load(m.as_ptr().add(c));
+            // Data second: max returns its second operand's NaN, so a NaN score sticks.
+            let m_new = s.max(m_old, mx);
+            let m_safe = s.max(floor, m_new);
+            let a = exp(s, s.sub(m_old, m_safe));
+            let mut sum = s.splat(0.0);
+            for j in 0..n {
+                let p_ptr = st.as_mut_ptr().add(j * mp + c);
+                let p = exp(s, s.sub(s.load(p_ptr), m_safe));
+                s.store(p_ptr, p);
+                sum = s.add(sum, p);
+            }
+            s.store(m.as_mut_ptr().add(c), m_new);
+            s.store(alpha.as_mut_ptr().add(c), a);
+            let l_ptr = l.as_mut_ptr().add(c);
+            s.store(l_ptr, s.mul_add(s.load(l_ptr), a, sum));
+        }
+    }
+}

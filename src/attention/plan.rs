@@ -1,0 +1,183 @@
+//! Tile sizes and work items, from the shapes alone: never from the thread count, which is what
+//! makes results bit-identical for any number of threads.
+
+use super::params::{AttentionParams, CausalAlign};
+use super::validate::Dims;
+use crate::view::{View4, View4Mut};
+use flashcpu_kernels::Isa;
+use flashcpu_kernels::attention::{HeadTile, KeyRule, TileJob, all_finite, scratch_len};
+use flashcpu_kernels::view::MatMut;
+use rayon::prelude::*;
+
+/// Stacked query rows per work item (all heads of a KV group): 72 = 12 microkernel strips of 6,
+/// so the S and O products waste no rows; with d = 128 the item's Q and O take 36 KiB each.
+const ROWS_PER_ITEM: usize = 64;
+
+/// "No limit" for a key-rule side; far from overflow when a row index is added.
+const UNBOUNDED: i64 = 1 << 60;
+
+/// Keys per K/V tile, a multiple of the microkernel's MR = 6 (the keys are the rows of Sᵀ = K·Qᵀ).
+/// At d = 128 a K or V tile is 144·128·4 B = 72 KiB, read from L2 beside the item's Qᵀ, Sᵀ and Oᵀ;
+/// wider heads halve it. Measured on Zen 3 (L = 2048, 1 thread): 96 → 144 gained about 5%, 192
+/// gained nothing more and wastes work on causal diagonal tiles.
+fn keys_per_tile(d: usize, dv: usize) -> usize {
+    if d.max(dv) <= 128 { 144 } else { 72 }
+}
+
+/// One work item and the scratch it needs.
+pub(super) struct Job<'a> {
+    pub tile: TileJob<'a>,
+    pub scratch_len: usize,
+}
+
+/// The key rule of batch entry `b`: causal, window and key length as one interval per row.
+fn key_rule(dims: &Dims, p: &AttentionParams<'_>, b: usize) -> (KeyRule, i64) {
+    let key_len = p.key_lengths.map_or(dims.kv_len, |l| l[b]);
+    let off = key_len as i64 - dims.q_len as i64;
+    let (mut lo, mut hi) = (-UNBOUNDED, UNBOUNDED);
+    match p.causal {
+        None => {}
+        Some(CausalAlign::TopLeft) => hi = 1,
+        Some(CausalAlign::BottomRight) => hi = off + 1,
+    }
+    if let Some(w) = p.window {
+        if let Some(left) = w.left {
+            lo = lo.max(off - left as i64);
+        }
+        if let Some(right) = w.right {
+            hi = hi.min(off + right as i64 + 1);
+        }
+    }
+    (KeyRule { lo, hi, key_len }, off)
+}
+
+/// Splits a matrix into consecutive row tiles of `rows`.
+fn row_tiles(mut m: MatMut<'_>, rows: usize) -> Vec<MatMut<'_>> {
+    let mut tiles = Vec::with_capacity(m.rows().div_ceil(rows.max(1)));
+    while m.rows() > 0 {
+        let take = rows.min(m.rows());
+        let (top, rest) = m.split_at_row(take);
+        tiles.push(top);
+        m = rest;
+    }
+    tiles
+}
+
+/// Q tiles per KV head from which checking V once up front beats checking each V tile in every
+/// item (each V tile is otherwise re-checked by every Q tile of the group).
+const PRECHECK_V_FROM_TILES: usize = 2;
+
+/// Work items `(batch, KV head, Q tile)`, each carrying its heads' tiles of Q, output, lse, bias
+/// and mask.
+#[allow(clippy::too_many_arguments)] // the validated call, passed through whole
+pub(super) fn jobs<'a>(
+    isa: Isa,
+    dims: &Dims,
+    p: &AttentionParams<'a>,
+    q: View4<'a>,
+    k: View4<'a>,
+    v: View4<'a>,
+    out: View4Mut<'a>,
+    lse: Option<&'a mut [f32]>,
+) -> Vec<Job<'a>> {
+    let Dims {
+        batch,
+        heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        d,
+        dv,
+        scale,
+    } = *dims;
+    if batch == 0 || heads == 0 || q_len == 0 {
+        return Vec::new();
+    }
+    let group = heads / kv_heads;
+    let br = (ROWS_PER_ITEM / group).clamp(1, q_len);
+    let bc = keys_per_tile(d, dv);
+    let scratch = scratch_len(group * br, d, dv, bc);
+    let v_finite: Vec<bool> = if q_len.div_ceil(br) >= PRECHECK_V_FROM_TILES {
+        (0..batch * kv_heads)
+            .into_par_iter()
+            .map(|x| all_finite(isa, v.0.matrix(x / kv_heads, x % kv_heads)))
+            .collect()
+    } else {
+        vec![false; batch * kv_heads]
+    };
+
+    let mut out_tiles: Vec<_> = out
+        .0
+        .into_matrices()
+        .into_iter()
+        .map(|m| row_tiles(m, br).into_iter())
+        .collect();
+    let mut lse_tiles: Vec<_> = match lse {
+        Some(lse) => lse
+            .chunks_mut(q_len)
+            .map(|row| row.chunks_mut(br).map(Some).collect::<Vec<_>>().into_iter())
+            .collect(),
+        None => (0..batch * heads)
+            .map(|_| {
+                (0..q_len.div_ceil(br))
+                    .map(|_| None)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            })
+            .collect(),
+    };
+    let broadcast = |shape: [usize; 4], b: usize, h: usize| {
+        (
+            if shape[0] == 1 { 0 } else { b },
+            if shape[1] == 1 { 0 } else { h },
+        )
+    };
+
+    let mut jobs = Vec::with_capacity(batch * kv_heads * q_len.div_ceil(br));
+    for b in 0..batch {
+        let (rule, alibi_offset) = key_rule(dims, p, b);
+        for kvh in 0..kv_heads {
+            for q0 in (0..q_len).step_by(br) {
+                let rows = br.min(q_len - q0);
+                let heads_of_group = (kvh * group..(kvh + 1) * group)
+                    .map(|h| HeadTile {
+                        q: q.0.matrix(b, h).block(q0, 0, rows, d),
+                        out: out_tiles[b * heads + h]
+                            .next()
+                            .expect("one output tile per Q tile"),
+                        lse: lse_tiles[b * heads + h]
+                            .next()
+                            .expect("one lse tile per Q tile"),
+                        bias: p.bias.map(|x| {
+                            let (xb, xh) = broadcast(x.shape(), b, h);
+                            x.0.matrix(xb, xh).block(q0, 0, rows, kv_len)
+                        }),
+                        mask: p.mask.map(|x| {
+                            let (xb, xh) = broadcast(x.shape(), b, h);
+                            x.0.matrix(xb, xh).block(q0, 0, rows, kv_len)
+                        }),
+                        alibi_slope: p.alibi_slopes.map(|s| s[h]),
+                        sink: p.sinks.map(|s| s[h]),
+                    })
+                    .collect();
+                let tile = TileJob {
+                    heads: heads_of_group,
+                    k: k.0.matrix(b, kvh),
+                    v: v.0.matrix(b, kvh),
+                    q_start: q0,
+                    rule,
+                    alibi_offset,
+                    scale,
+                    softcap: p.softcap,
+                    bc,
+                    v_known_finite: v_finite[b * kv_heads + kvh],
+                };
+                jobs.push(Job {
+                    tile,
+                    scratch_len: scratch,
+                });
+            }
+        }
+    }
+    jobs
+}
