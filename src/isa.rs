@@ -13,17 +13,16 @@ pub fn parse_isa(name: &str) -> Result<IsaKind> {
     match name.trim().to_ascii_lowercase().as_str() {
         "portable" => Ok(IsaKind::Portable),
         "avx2" | "avx2fma" | "avx2+fma" => Ok(IsaKind::Avx2Fma),
-        other => Err(Error::UnsupportedIsa(format!(
-            "unknown ISA {other:?}; expected one of: portable, avx2fma"
-        ))),
+        other => {
+            Err(Error::UnsupportedIsa(format!("unknown ISA {other:?}; expected one of: portable, avx2fma")))
+        }
     }
 }
 
 /// `kind` as a proven [`Isa`], or an error if this CPU lacks it.
 pub(crate) fn isa_for(kind: IsaKind) -> Result<Isa> {
-    Isa::new(kind).ok_or_else(|| {
-        Error::UnsupportedIsa(format!("{} is not supported by this CPU", kind.name()))
-    })
+    Isa::new(kind)
+        .ok_or_else(|| Error::UnsupportedIsa(format!("{} is not supported by this CPU", kind.name())))
 }
 
 /// The instruction set used when a call does not name one: `FLASHCPU_ISA` if set, else the best

@@ -8,14 +8,20 @@
 pub mod attention;
 mod error;
 mod isa;
+mod kvcache;
 mod matmul;
+mod mha;
+mod rope;
 mod scratch;
 mod view;
 
-pub use attention::{AttentionParams, CausalAlign, Window, attention, attention_with_lse, merge};
+pub use attention::{AttentionParams, CausalAlign, KvElement, Window, attention, attention_with_lse, merge};
 pub use error::{Error, Result};
 pub use isa::{ISA_ENV, IsaKind, active_isa, available_isas, parse_isa};
+pub use kvcache::{KvCache, KvCacheConfig, KvDtype};
 pub use matmul::{KC, MC, MatmulOptions, NC, Parallelism, matmul, matmul_with};
+pub use mha::{MhaConfig, MhaWeights, MultiHeadAttention};
+pub use rope::{Rope, RopeStyle};
 pub use view::{MatMut, MatRef, View4, View4Mut};
 
 pub mod peak;

@@ -149,13 +149,10 @@ fn pack_b<'a>(b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<
         return PackedB::pack(b, buf);
     }
     let task_cols = STRIPS_PER_TASK * NR;
-    buf[..PackedB::len_for(k, n)]
-        .par_chunks_mut(task_cols * k)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            let j0 = t * task_cols;
-            PackedB::pack(b.block(0, j0, k, task_cols.min(n - j0)), chunk);
-        });
+    buf[..PackedB::len_for(k, n)].par_chunks_mut(task_cols * k).enumerate().for_each(|(t, chunk)| {
+        let j0 = t * task_cols;
+        PackedB::pack(b.block(0, j0, k, task_cols.min(n - j0)), chunk);
+    });
     PackedB::from_buffer(buf, k, n)
 }
 
@@ -172,11 +169,7 @@ fn loop3(
     let (m, n) = (c.rows(), c.cols());
     // Split n (in whole NR strips) when m alone gives too few items to keep every thread busy.
     let m_blocks = m.div_ceil(MC);
-    let n_split = if threads > 1 {
-        (2 * threads).div_ceil(m_blocks).min(n.div_ceil(NR))
-    } else {
-        1
-    };
+    let n_split = if threads > 1 { (2 * threads).div_ceil(m_blocks).min(n.div_ceil(NR)) } else { 1 };
     let n_chunk = n.div_ceil(NR).div_ceil(n_split) * NR;
     let mut items = Vec::with_capacity(m_blocks * n_split);
     let mut rows_rest = c;
@@ -195,14 +188,7 @@ fn loop3(
         let b_blk = b.sub_cols(jr, block.cols());
         if packing_a_pays(block.rows(), block.cols()) {
             with_buffer(&A_PACK, PackedA::len_for(block.rows(), a.cols()), |buf| {
-                macro_kernel(
-                    isa,
-                    Lhs::Packed(PackedA::pack(a_blk, buf)),
-                    b_blk,
-                    block,
-                    alpha,
-                    beta,
-                )
+                macro_kernel(isa, Lhs::Packed(PackedA::pack(a_blk, buf)), b_blk, block, alpha, beta)
             });
         } else {
             macro_kernel(isa, Lhs::Strided(a_blk), b_blk, block, alpha, beta);

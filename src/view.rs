@@ -28,9 +28,7 @@ impl<'a> MatRef<'a> {
     ) -> Result<Self> {
         kv::MatRef::new(data, rows, cols, row_stride, col_stride)
             .map(MatRef)
-            .ok_or_else(|| {
-                Error::OutOfBounds(describe(rows, cols, row_stride, col_stride, data.len()))
-            })
+            .ok_or_else(|| Error::OutOfBounds(describe(rows, cols, row_stride, col_stride, data.len())))
     }
     /// A dense row-major view (`row_stride = cols`).
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
@@ -69,15 +67,11 @@ impl<'a> MatMut<'a> {
     ) -> Result<Self> {
         let len = data.len();
         if kv::MatRef::new(data, rows, cols, row_stride, col_stride).is_none() {
-            return Err(Error::OutOfBounds(describe(
-                rows, cols, row_stride, col_stride, len,
-            )));
+            return Err(Error::OutOfBounds(describe(rows, cols, row_stride, col_stride, len)));
         }
         kv::MatMut::new(data, rows, cols, row_stride, col_stride)
             .map(MatMut)
-            .ok_or_else(|| {
-                Error::OverlappingOutput(describe(rows, cols, row_stride, col_stride, len))
-            })
+            .ok_or_else(|| Error::OverlappingOutput(describe(rows, cols, row_stride, col_stride, len)))
     }
     /// A dense row-major view (`row_stride = cols`).
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self> {

@@ -1,6 +1,9 @@
 //! `flashcpu`: measure this machine's peak and benchmark flashcpu's kernels.
 
+mod attention_cmd;
 mod data;
+mod decode_cmd;
+mod demo;
 mod matmul_cmd;
 mod report;
 
@@ -8,11 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "flashcpu",
-    version,
-    about = "CPU flash attention and matmul: peak, benchmarks"
-)]
+#[command(name = "flashcpu", version, about = "CPU flash attention and matmul: peak, benchmarks")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,6 +47,61 @@ enum BenchOp {
         #[command(flatten)]
         common: Common,
     },
+    /// Flash attention forward on dense [B, H, L, D] tensors (GFLOP/s count the kept work).
+    Attention {
+        /// Batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Query heads.
+        #[arg(long, default_value_t = 32)]
+        heads: usize,
+        /// Key/value heads (a divisor of --heads; fewer is grouped-query attention).
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        /// Query rows.
+        #[arg(long, default_value_t = 2048)]
+        q_len: usize,
+        /// Key/value rows (default: --q-len).
+        #[arg(long)]
+        kv_len: Option<usize>,
+        /// Head dimension (also the value dimension).
+        #[arg(long, default_value_t = 128)]
+        head_dim: usize,
+        /// Causal mask (bottom-right aligned).
+        #[arg(long)]
+        causal: bool,
+        /// Also time the naive path: S = Q·Kᵀ materialised, softmax, P·V on flashcpu's matmul.
+        #[arg(long)]
+        naive: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Decoding: a few query rows against a filled KV cache (reports GB/s of K and V read).
+    Decode {
+        /// Sequences.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Query heads.
+        #[arg(long, default_value_t = 32)]
+        heads: usize,
+        /// Key/value heads.
+        #[arg(long, default_value_t = 8)]
+        kv_heads: usize,
+        /// Cached positions per sequence.
+        #[arg(long, default_value_t = 16384)]
+        kv_len: usize,
+        /// New query rows per sequence.
+        #[arg(long, default_value_t = 1)]
+        q_len: usize,
+        /// Head dimension.
+        #[arg(long, default_value_t = 128)]
+        head_dim: usize,
+        /// Cache storage: f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        kv_dtype: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Options every command shares.
@@ -68,17 +122,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Peak { common }) => report::with_pool(&common, report::peak),
+        Some(Command::Bench { op: BenchOp::Matmul { m, n, k, common } }) => {
+            report::with_pool(&common, |c| matmul_cmd::run(c, m, n, k))
+        }
         Some(Command::Bench {
-            op: BenchOp::Matmul { m, n, k, common },
-        }) => report::with_pool(&common, |c| matmul_cmd::run(c, m, n, k)),
-        None => report::with_pool(
-            &Common {
-                threads: None,
-                isa: None,
-                json: false,
-            },
-            |c| matmul_cmd::run(c, 1024, 1024, 1024),
-        ),
+            op: BenchOp::Attention { batch, heads, kv_heads, q_len, kv_len, head_dim, causal, naive, common },
+        }) => {
+            let shape = attention_cmd::Shape {
+                batch,
+                heads,
+                kv_heads: kv_heads.unwrap_or(heads),
+                q_len,
+                kv_len: kv_len.unwrap_or(q_len),
+                head_dim,
+                causal,
+            };
+            report::with_pool(&common, |c| attention_cmd::run(c, shape, naive))
+        }
+        Some(Command::Bench {
+            op: BenchOp::Decode { batch, heads, kv_heads, kv_len, q_len, head_dim, kv_dtype, common },
+        }) => decode_cmd::parse_dtype(&kv_dtype).map_err(Into::into).and_then(|dtype| {
+            let shape = decode_cmd::DecodeShape { batch, heads, kv_heads, kv_len, q_len, head_dim, dtype };
+            report::with_pool(&common, |c| decode_cmd::run(c, shape))
+        }),
+        None => report::with_pool(&Common { threads: None, isa: None, json: false }, demo::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

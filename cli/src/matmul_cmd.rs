@@ -11,10 +11,7 @@ pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
     let a = uniform(m * k, 1);
     let b = uniform(k * n, 2);
     let mut c = vec![0.0f32; m * n];
-    let opts = MatmulOptions {
-        isa: Some(ctx.isa),
-        ..Default::default()
-    };
+    let opts = MatmulOptions { isa: Some(ctx.isa), ..Default::default() };
     let call = |c: &mut [f32]| -> flashcpu::Result<()> {
         matmul_with(
             &opts,
@@ -32,10 +29,7 @@ pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
     let peak = peak_gflops(ctx)?;
     let mut max_err = 0.0f64;
     for i in (0..m).step_by(m.div_ceil(CHECKED_ROWS).max(1)) {
-        let row = reference::matmul_f64(
-            MatRef::new(&a[i * k..], 1, k, k, 1)?,
-            MatRef::row_major(&b, k, n)?,
-        );
+        let row = reference::matmul_f64(MatRef::new(&a[i * k..], 1, k, k, 1)?, MatRef::row_major(&b, k, n)?);
         for (j, want) in row.iter().enumerate() {
             max_err = max_err.max((f64::from(c[i * n + j]) - want).abs());
         }

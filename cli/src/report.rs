@@ -26,22 +26,13 @@ pub fn with_pool(common: &Common, f: impl FnOnce(&Ctx) -> CmdResult + Send) -> C
         }
         None => flashcpu::active_isa()?,
     };
-    let threads = common
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        common.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         return Err("--threads must be at least 1".into());
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
-    pool.install(|| {
-        f(&Ctx {
-            threads,
-            isa,
-            json: common.json,
-        })
-    })
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    pool.install(|| f(&Ctx { threads, isa, json: common.json }))
 }
 
 /// Median wall time of `f` in seconds: one warm-up, then repeats until 7 runs and 1 s have passed
@@ -84,7 +75,11 @@ pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f6
             median_s * 1e3
         );
         for (key, value) in fields {
-            line += &format!("  {key} {value:.4}");
+            line += &if value.abs() < 0.01 && *value != 0.0 {
+                format!("  {key} {value:.2e}")
+            } else {
+                format!("  {key} {value:.2}")
+            };
         }
         println!("{line}");
     }
@@ -92,16 +87,14 @@ pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f6
 
 /// JSON has no NaN or infinity; report them as null.
 fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
-    }
+    if x.is_finite() { format!("{x}") } else { "null".into() }
 }
 
 /// `flashcpu peak`.
 pub fn peak(ctx: &Ctx) -> CmdResult {
     let gflops = peak_gflops(ctx)?;
     emit(ctx, "peak", "fma-chains", 0.0, &[("gflops", gflops)]);
+    let gbps = flashcpu::peak::read_bandwidth_gbps(Some(ctx.isa), ctx.threads)?;
+    emit(ctx, "peak", "read-512MiB", 0.0, &[("gbps", gbps)]);
     Ok(())
 }

@@ -37,3 +37,36 @@ fn run<S: Simd>(s: S, iters: u64) -> (f64, f32) {
     let total = acc.iter().fold(0.0f32, |t, &a| t + s.reduce_sum(a));
     ((CHAINS * S::LANES * 2) as f64, core::hint::black_box(total))
 }
+
+/// Sums `data` with four independent vector accumulators: a pure streaming read, the
+/// memory-bandwidth probe (the sum only keeps the loads alive).
+pub fn stream_sum(isa: Isa, data: &[f32]) -> f32 {
+    dispatch!(isa,
+        portable => sum(crate::isa::Portable, data),
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        avx2 => unsafe { sum_avx2(crate::isa::Avx2Fma::new_unchecked(), data) },
+    )
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_avx2(s: crate::isa::Avx2Fma, data: &[f32]) -> f32 {
+    sum(s, data)
+}
+
+#[inline(always)]
+fn sum<S: Simd>(s: S, data: &[f32]) -> f32 {
+    let step = 4 * S::LANES;
+    let mut acc = [s.splat(0.0); 4];
+    let chunks = data.chunks_exact(step);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (u, a) in acc.iter_mut().enumerate() {
+            // SAFETY: the chunk holds 4·LANES floats, so lanes u·LANES.. are readable.
+            *a = s.add(*a, unsafe { s.load(chunk.as_ptr().add(u * S::LANES)) });
+        }
+    }
+    s.reduce_sum(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]))) + tail
+}

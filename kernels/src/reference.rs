@@ -10,12 +10,7 @@ use core::ops::{Add, Div, Mul, Sub};
 
 /// The float arithmetic the reference needs (f32 and f64).
 pub trait Real:
-    Copy
-    + PartialOrd
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
+    Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
 {
     /// 0.
     const ZERO: Self;
@@ -61,11 +56,7 @@ real!(f64);
 
 /// `A·B`, row-major `m × n`, accumulated in `R` in the obvious order. Panics if `A.cols ≠ B.rows`.
 pub fn matmul<R: Real>(a: MatRef<'_>, b: MatRef<'_>) -> Vec<R> {
-    assert_eq!(
-        a.cols(),
-        b.rows(),
-        "reference matmul: inner dimensions differ"
-    );
+    assert_eq!(a.cols(), b.rows(), "reference matmul: inner dimensions differ");
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     let mut c = Vec::with_capacity(m * n);
     for i in 0..m {
@@ -130,10 +121,7 @@ pub struct AttentionOutput<R> {
 
 /// Index `(b, h)` of a broadcastable `[1|B, 1|H, ..]` tensor.
 fn broadcast(shape: [usize; 4], b: usize, h: usize) -> (usize, usize) {
-    (
-        if shape[0] == 1 { 0 } else { b },
-        if shape[1] == 1 { 0 } else { h },
-    )
+    (if shape[0] == 1 { 0 } else { b }, if shape[1] == 1 { 0 } else { h })
 }
 
 /// Attention by its definition, accumulated in `R`: Q `[B, H, Lq, d]`, K `[B, Hkv, Lk, d]`,
@@ -153,11 +141,7 @@ pub fn attention<R: Real>(
         let kl = spec.key_lengths.map_or(lk, |l| l[b]);
         let off = kl as i64 - lq as i64;
         for h in 0..heads {
-            let (qm, km, vm) = (
-                q.matrix(b, h),
-                k.matrix(b, h / group),
-                v.matrix(b, h / group),
-            );
+            let (qm, km, vm) = (q.matrix(b, h), k.matrix(b, h / group), v.matrix(b, h / group));
             for i in 0..lq {
                 let ii = i as i64;
                 let mut logits: Vec<(usize, R)> = Vec::new();
@@ -179,8 +163,7 @@ pub fn attention<R: Real>(
                     if !(causal_ok && window_ok && mask_ok) {
                         continue;
                     }
-                    let dot =
-                        (0..d).fold(R::ZERO, |s, p| s + R::of(qm.at(i, p)) * R::of(km.at(j, p)));
+                    let dot = (0..d).fold(R::ZERO, |s, p| s + R::of(qm.at(i, p)) * R::of(km.at(j, p)));
                     let mut s = R::of(spec.scale) * dot;
                     if let Some(c) = spec.softcap {
                         s = R::of(c) * (s / R::of(c)).tanh();
@@ -191,41 +174,30 @@ pub fn attention<R: Real>(
                     if let Some(bias) = spec.bias {
                         let (bb, bh) = broadcast(bias.shape(), b, h);
                         let x = bias.matrix(bb, bh).at(i, j);
-                        s = if x == f32::NEG_INFINITY {
-                            R::NEG_INFINITY
-                        } else {
-                            s + R::of(x)
-                        };
+                        s = if x == f32::NEG_INFINITY { R::NEG_INFINITY } else { s + R::of(x) };
                     }
                     logits.push((j, s));
                 }
                 let sink = spec.sinks.map(|s| R::of(s[h]));
-                let m = logits
-                    .iter()
-                    .map(|&(_, s)| s)
-                    .chain(sink)
-                    .fold(R::NEG_INFINITY, |m, s| {
-                        if s.is_nan() || m.is_nan() {
-                            if s.is_nan() { s } else { m }
-                        } else if s > m {
-                            s
-                        } else {
-                            m
-                        }
-                    });
+                let m = logits.iter().map(|&(_, s)| s).chain(sink).fold(R::NEG_INFINITY, |m, s| {
+                    if s.is_nan() || m.is_nan() {
+                        if s.is_nan() { s } else { m }
+                    } else if s > m {
+                        s
+                    } else {
+                        m
+                    }
+                });
                 if m == R::NEG_INFINITY {
                     out.extend((0..dv).map(|_| R::ZERO));
                     lse.push(R::NEG_INFINITY);
                     continue;
                 }
-                let weights: Vec<(usize, R)> =
-                    logits.iter().map(|&(j, s)| (j, (s - m).exp())).collect();
+                let weights: Vec<(usize, R)> = logits.iter().map(|&(j, s)| (j, (s - m).exp())).collect();
                 let l = weights.iter().fold(R::ZERO, |acc, &(_, p)| acc + p)
                     + sink.map_or(R::ZERO, |s| (s - m).exp());
                 for c in 0..dv {
-                    let acc = weights
-                        .iter()
-                        .fold(R::ZERO, |acc, &(j, p)| acc + p * R::of(vm.at(j, c)));
+                    let acc = weights.iter().fold(R::ZERO, |acc, &(j, p)| acc + p * R::of(vm.at(j, c)));
                     out.push(acc / l);
                 }
                 lse.push(m + l.ln());

@@ -31,13 +31,7 @@ pub fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
     let mut p = s.splat(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
         p = s.mul_add(p, r, s.splat(c));
     }
     let r2 = s.mul(r, r);
@@ -162,12 +156,7 @@ pub unsafe fn softcap_row<S: Simd>(s: S, row: *mut f32, len: usize, cap: f32) {
     let mut j = 0;
     while j + lanes <= len {
         // SAFETY: j + LANES ≤ len.
-        unsafe {
-            s.store(
-                row.add(j),
-                s.mul(vc, tanh(s, s.mul(s.load(row.add(j)), vinv))),
-            )
-        };
+        unsafe { s.store(row.add(j), s.mul(vc, tanh(s, s.mul(s.load(row.add(j)), vinv)))) };
         j += lanes;
     }
     if j < len {
@@ -176,10 +165,7 @@ pub unsafe fn softcap_row<S: Simd>(s: S, row: *mut f32, len: usize, cap: f32) {
         // SAFETY: j + n = len; the stack buffer holds 16 ≥ LANES floats.
         unsafe {
             core::ptr::copy_nonoverlapping(row.add(j), tail.as_mut_ptr(), n);
-            s.store(
-                tail.as_mut_ptr(),
-                s.mul(vc, tanh(s, s.mul(s.load(tail.as_ptr()), vinv))),
-            );
+            s.store(tail.as_mut_ptr(), s.mul(vc, tanh(s, s.mul(s.load(tail.as_ptr()), vinv))));
             core::ptr::copy_nonoverlapping(tail.as_ptr(), row.add(j), n);
         }
     }
@@ -191,13 +177,7 @@ pub unsafe fn softcap_row<S: Simd>(s: S, row: *mut f32, len: usize, cap: f32) {
 /// # Safety
 /// For every `r < rows`, `p + r·stride .. + len` must be readable.
 #[inline(always)]
-pub unsafe fn all_finite<S: Simd>(
-    s: S,
-    p: *const f32,
-    rows: usize,
-    len: usize,
-    stride: usize,
-) -> bool {
+pub unsafe fn all_finite<S: Simd>(s: S, p: *const f32, rows: usize, len: usize, stride: usize) -> bool {
     let lanes = S::LANES;
     let zero = s.splat(0.0);
     let mut acc = [zero; 4];

@@ -13,10 +13,7 @@ fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Opt
     if rows == 0 || cols == 0 {
         return Some(0);
     }
-    (rows - 1)
-        .checked_mul(row_stride)?
-        .checked_add((cols - 1).checked_mul(col_stride)?)?
-        .checked_add(1)
+    (rows - 1).checked_mul(row_stride)?.checked_add((cols - 1).checked_mul(col_stride)?)?.checked_add(1)
 }
 
 /// Whether `(i, j) ↦ i·rs + j·cs` is one-to-one on a `rows × cols` grid. Sufficient (not necessary)
@@ -35,10 +32,7 @@ fn injective(dims: &mut [(usize, usize)]) -> bool {
         if stride < span {
             return false;
         }
-        let Some(next) = (size - 1)
-            .checked_mul(stride)
-            .and_then(|x| x.checked_add(span))
-        else {
+        let Some(next) = (size - 1).checked_mul(stride).and_then(|x| x.checked_add(span)) else {
             return false;
         };
         span = next;
@@ -74,13 +68,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
         col_stride: usize,
     ) -> Option<Self> {
         let needed = extent(rows, cols, row_stride, col_stride)?;
-        (needed <= data.len()).then_some(MatRef {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        })
+        (needed <= data.len()).then_some(MatRef { data, rows, cols, row_stride, col_stride })
     }
 
     /// Rows.
@@ -113,32 +101,21 @@ impl<'a, T: Copy> MatRef<'a, T> {
 
     /// Element `(i, j)`; panics when out of range.
     pub fn at(&self, i: usize, j: usize) -> T {
-        assert!(
-            i < self.rows && j < self.cols,
-            "MatRef::at({i}, {j}) outside {}×{}",
-            self.rows,
-            self.cols
-        );
+        assert!(i < self.rows && j < self.cols, "MatRef::at({i}, {j}) outside {}×{}", self.rows, self.cols);
         self.data[i * self.row_stride + j * self.col_stride]
     }
 
     /// The block of rows `r0..r0 + rows` and columns `c0..c0 + cols`; panics when it does not fit.
     pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> MatRef<'a, T> {
-        assert!(
-            r0 + rows <= self.rows && c0 + cols <= self.cols,
-            "block outside the view"
-        );
-        let start = if rows == 0 || cols == 0 {
-            0
-        } else {
-            r0 * self.row_stride + c0 * self.col_stride
-        };
-        MatRef {
-            data: &self.data[start..],
-            rows,
-            cols,
-            ..*self
-        }
+        assert!(r0 + rows <= self.rows && c0 + cols <= self.cols, "block outside the view");
+        let start = if rows == 0 || cols == 0 { 0 } else { r0 * self.row_stride + c0 * self.col_stride };
+        MatRef { data: &self.data[start..], rows, cols, ..*self }
+    }
+
+    /// Row `i` as a slice when the columns are contiguous (unit column stride), else `None`.
+    pub fn row_slice(&self, i: usize) -> Option<&'a [T]> {
+        assert!(i < self.rows, "row {i} outside {} rows", self.rows);
+        (self.col_stride == 1 || self.cols <= 1).then(|| &self.data[i * self.row_stride..][..self.cols])
     }
 
     /// Pointer to element `(0, 0)`. Every `(i, j)` in range is at `ptr + i·rs + j·cs`.
@@ -177,15 +154,9 @@ impl<'a> MatMut<'a> {
         col_stride: usize,
     ) -> Option<Self> {
         let needed = extent(rows, cols, row_stride, col_stride)?;
-        (needed <= data.len() && strides_are_injective(rows, cols, row_stride, col_stride))
-            .then_some(MatMut {
-                ptr: data.as_mut_ptr(),
-                rows,
-                cols,
-                row_stride,
-                col_stride,
-                _borrow: PhantomData,
-            })
+        (needed <= data.len() && strides_are_injective(rows, cols, row_stride, col_stride)).then_some(
+            MatMut { ptr: data.as_mut_ptr(), rows, cols, row_stride, col_stride, _borrow: PhantomData },
+        )
     }
 
     /// Rows.
@@ -207,32 +178,19 @@ impl<'a> MatMut<'a> {
 
     /// A shorter-lived view of the same elements.
     pub fn rb(&mut self) -> MatMut<'_> {
-        MatMut {
-            _borrow: PhantomData,
-            ..*self
-        }
+        MatMut { _borrow: PhantomData, ..*self }
     }
 
     /// Element `(i, j)`; panics when out of range.
     pub fn at(&self, i: usize, j: usize) -> f32 {
-        assert!(
-            i < self.rows && j < self.cols,
-            "MatMut::at({i}, {j}) outside {}×{}",
-            self.rows,
-            self.cols
-        );
+        assert!(i < self.rows && j < self.cols, "MatMut::at({i}, {j}) outside {}×{}", self.rows, self.cols);
         // SAFETY: (i, j) is in range, so the offset lies inside the borrowed slice (checked in `new`).
         unsafe { *self.ptr.add(i * self.row_stride + j * self.col_stride) }
     }
 
     /// Writes element `(i, j)`; panics when out of range.
     pub fn set(&mut self, i: usize, j: usize, value: f32) {
-        assert!(
-            i < self.rows && j < self.cols,
-            "MatMut::set({i}, {j}) outside {}×{}",
-            self.rows,
-            self.cols
-        );
+        assert!(i < self.rows && j < self.cols, "MatMut::set({i}, {j}) outside {}×{}", self.rows, self.cols);
         // SAFETY: (i, j) is in range, so the offset lies inside the exclusively borrowed slice.
         unsafe { *self.ptr.add(i * self.row_stride + j * self.col_stride) = value }
     }
@@ -240,55 +198,21 @@ impl<'a> MatMut<'a> {
     /// Splits into rows `0..r` and `r..rows`; panics when `r > rows`.
     pub fn split_at_row(self, r: usize) -> (MatMut<'a>, MatMut<'a>) {
         assert!(r <= self.rows, "split row {r} beyond {} rows", self.rows);
-        let top = MatMut {
-            rows: r,
-            _borrow: PhantomData,
-            ..self
-        };
-        let offset = if r == self.rows || self.cols == 0 {
-            0
-        } else {
-            r * self.row_stride
-        };
+        let top = MatMut { rows: r, _borrow: PhantomData, ..self };
+        let offset = if r == self.rows || self.cols == 0 { 0 } else { r * self.row_stride };
         // SAFETY: when rows remain below `r`, (r, 0) is an element of this view, so the offset is in bounds.
         let ptr = unsafe { self.ptr.add(offset) };
-        (
-            top,
-            MatMut {
-                ptr,
-                rows: self.rows - r,
-                ..self
-            },
-        )
+        (top, MatMut { ptr, rows: self.rows - r, ..self })
     }
 
     /// Splits into columns `0..c` and `c..cols`; panics when `c > cols`.
     pub fn split_at_col(self, c: usize) -> (MatMut<'a>, MatMut<'a>) {
-        assert!(
-            c <= self.cols,
-            "split column {c} beyond {} columns",
-            self.cols
-        );
-        let left = MatMut {
-            cols: c,
-            _borrow: PhantomData,
-            ..self
-        };
-        let offset = if c == self.cols || self.rows == 0 {
-            0
-        } else {
-            c * self.col_stride
-        };
+        assert!(c <= self.cols, "split column {c} beyond {} columns", self.cols);
+        let left = MatMut { cols: c, _borrow: PhantomData, ..self };
+        let offset = if c == self.cols || self.rows == 0 { 0 } else { c * self.col_stride };
         // SAFETY: when columns remain right of `c`, (0, c) is an element of this view, so the offset is in bounds.
         let ptr = unsafe { self.ptr.add(offset) };
-        (
-            left,
-            MatMut {
-                ptr,
-                cols: self.cols - c,
-                ..self
-            },
-        )
+        (left, MatMut { ptr, cols: self.cols - c, ..self })
     }
 
     /// Pointer to element `(0, 0)`. Every `(i, j)` in range is at `ptr + i·rs + j·cs`.
@@ -302,9 +226,7 @@ fn extent4(shape: [usize; 4], strides: [usize; 4]) -> Option<usize> {
     if shape.contains(&0) {
         return Some(0);
     }
-    shape.iter().zip(strides).try_fold(1usize, |acc, (&n, s)| {
-        acc.checked_add((n - 1).checked_mul(s)?)
-    })
+    shape.iter().zip(strides).try_fold(1usize, |acc, (&n, s)| acc.checked_add((n - 1).checked_mul(s)?))
 }
 
 /// A read-only 4-D tensor `[batch, heads, len, dim]` with any strides; `bool` for masks.
@@ -325,11 +247,7 @@ impl<T> Copy for View4<'_, T> {}
 impl<'a, T: Copy> View4<'a, T> {
     /// The view, if every element lies inside `data`.
     pub fn new(data: &'a [T], shape: [usize; 4], strides: [usize; 4]) -> Option<Self> {
-        (extent4(shape, strides)? <= data.len()).then_some(View4 {
-            data,
-            shape,
-            strides,
-        })
+        (extent4(shape, strides)? <= data.len()).then_some(View4 { data, shape, strides })
     }
     /// `[batch, heads, len, dim]`.
     pub fn shape(&self) -> [usize; 4] {
@@ -339,26 +257,20 @@ impl<'a, T: Copy> View4<'a, T> {
     pub fn strides(&self) -> [usize; 4] {
         self.strides
     }
+    /// Batch entry `b` alone, as a view of batch size 1; panics when out of range.
+    pub fn batch_entry(&self, b: usize) -> View4<'a, T> {
+        assert!(b < self.shape[0], "View4::batch_entry({b}) out of range");
+        let start = if self.shape.contains(&0) { 0 } else { b * self.strides[0] };
+        View4 { data: &self.data[start..], shape: [1, self.shape[1], self.shape[2], self.shape[3]], ..*self }
+    }
+
     /// The `len × dim` matrix of batch `b`, head `h`; panics when out of range.
     pub fn matrix(&self, b: usize, h: usize) -> MatRef<'a, T> {
-        assert!(
-            b < self.shape[0] && h < self.shape[1],
-            "View4::matrix({b}, {h}) out of range"
-        );
+        assert!(b < self.shape[0] && h < self.shape[1], "View4::matrix({b}, {h}) out of range");
         let [_, _, rows, cols] = self.shape;
         let [sb, sh, rs, cs] = self.strides;
-        let start = if rows == 0 || cols == 0 {
-            0
-        } else {
-            b * sb + h * sh
-        };
-        MatRef {
-            data: &self.data[start..],
-            rows,
-            cols,
-            row_stride: rs,
-            col_stride: cs,
-        }
+        let start = if rows == 0 || cols == 0 { 0 } else { b * sb + h * sh };
+        MatRef { data: &self.data[start..], rows, cols, row_stride: rs, col_stride: cs }
     }
 }
 
@@ -400,14 +312,7 @@ impl<'a> View4Mut<'a> {
                 // offset is inside the borrowed slice (checked in `new`); empty ones stay at the base.
                 let ptr = unsafe { self.ptr.add(offset) };
                 // Distinct (b, h) own distinct elements because the 4-D strides are injective.
-                out.push(MatMut {
-                    ptr,
-                    rows,
-                    cols,
-                    row_stride: rs,
-                    col_stride: cs,
-                    _borrow: PhantomData,
-                });
+                out.push(MatMut { ptr, rows, cols, row_stride: rs, col_stride: cs, _borrow: PhantomData });
             }
         }
         out

@@ -18,19 +18,9 @@ use crate::error::{Error, Result};
 /// assert!((lse_a[0] - 2f32.ln()).abs() < 1e-6);
 /// # Ok::<(), flashcpu::Error>(())
 /// ```
-pub fn merge(
-    out_a: &mut [f32],
-    lse_a: &mut [f32],
-    out_b: &[f32],
-    lse_b: &[f32],
-    dv: usize,
-) -> Result<()> {
+pub fn merge(out_a: &mut [f32], lse_a: &mut [f32], out_b: &[f32], lse_b: &[f32], dv: usize) -> Result<()> {
     let rows = lse_a.len();
-    if lse_b.len() != rows
-        || rows
-            .checked_mul(dv)
-            .is_none_or(|n| out_a.len() != n || out_b.len() != n)
-    {
+    if lse_b.len() != rows || rows.checked_mul(dv).is_none_or(|n| out_a.len() != n || out_b.len() != n) {
         return Err(Error::ShapeMismatch(format!(
             "merge: lse {} and {}, outputs {} and {} floats, dv {dv}",
             rows,

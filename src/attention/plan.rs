@@ -1,6 +1,7 @@
 //! Tile sizes and work items, from the shapes alone: never from the thread count, which is what
 //! makes results bit-identical for any number of threads.
 
+use super::kv::KvView;
 use super::params::{AttentionParams, CausalAlign};
 use super::validate::Dims;
 use crate::view::{View4, View4Mut};
@@ -13,6 +14,14 @@ use rayon::prelude::*;
 /// so the S and O products waste no rows; with d = 128 the item's Q and O take 36 KiB each.
 const ROWS_PER_ITEM: usize = 64;
 
+/// Query rows up to which a call counts as decoding: items are then split along the keys
+/// (flash-decoding) so that every core streams its own part of a long KV cache.
+const DECODE_MAX_Q: usize = 16;
+
+/// Keys per split when decoding: enough to amortise the item's setup and the merge, few enough
+/// that a 4096-key cache still spreads over 4 splits per KV head.
+const KEYS_PER_SPLIT: usize = 1024;
+
 /// "No limit" for a key-rule side; far from overflow when a row index is added.
 const UNBOUNDED: i64 = 1 << 60;
 
@@ -22,6 +31,32 @@ const UNBOUNDED: i64 = 1 << 60;
 /// gained nothing more and wastes work on causal diagonal tiles.
 fn keys_per_tile(d: usize, dv: usize) -> usize {
     if d.max(dv) <= 128 { 144 } else { 72 }
+}
+
+/// The shape of the work, decided from the shapes alone.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    /// Query rows per item and head.
+    pub br: usize,
+    /// Keys per K/V tile.
+    pub bc: usize,
+    /// Key splits (1 unless decoding a long cache).
+    pub splits: usize,
+    /// Keys per split (`kv_len` when not split).
+    pub keys_per_split: usize,
+}
+
+/// Tile sizes and the number of key splits for a validated call.
+pub(super) fn plan(dims: &Dims) -> Plan {
+    let group = dims.heads / dims.kv_heads.max(1);
+    let br = (ROWS_PER_ITEM / group.max(1)).clamp(1, dims.q_len.max(1));
+    let splits = if dims.q_len <= DECODE_MAX_Q { dims.kv_len.div_ceil(KEYS_PER_SPLIT).max(1) } else { 1 };
+    Plan {
+        br,
+        bc: keys_per_tile(dims.d, dims.dv),
+        splits,
+        keys_per_split: dims.kv_len.div_ceil(splits).max(1),
+    }
 }
 
 /// One work item and the scratch it needs.
@@ -69,68 +104,46 @@ const PRECHECK_V_FROM_TILES: usize = 2;
 
 /// Work items `(batch, KV head, Q tile)`, each carrying its heads' tiles of Q, output, lse, bias
 /// and mask.
-#[allow(clippy::too_many_arguments)] // the validated call, passed through whole
+#[allow(clippy::too_many_arguments)] // the validated call and its destination, passed through whole
 pub(super) fn jobs<'a>(
     isa: Isa,
     dims: &Dims,
+    plan: &Plan,
     p: &AttentionParams<'a>,
-    q: View4<'a>,
-    k: View4<'a>,
-    v: View4<'a>,
+    (q, k, v): (View4<'a>, KvView<'a>, KvView<'a>),
     out: View4Mut<'a>,
     lse: Option<&'a mut [f32]>,
+    keys: (usize, usize),
 ) -> Vec<Job<'a>> {
-    let Dims {
-        batch,
-        heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        d,
-        dv,
-        scale,
-    } = *dims;
+    let Dims { batch, heads, kv_heads, q_len, kv_len, d, dv, scale } = *dims;
     if batch == 0 || heads == 0 || q_len == 0 {
         return Vec::new();
     }
     let group = heads / kv_heads;
-    let br = (ROWS_PER_ITEM / group).clamp(1, q_len);
-    let bc = keys_per_tile(d, dv);
+    let Plan { br, bc, .. } = *plan;
     let scratch = scratch_len(group * br, d, dv, bc);
     let v_finite: Vec<bool> = if q_len.div_ceil(br) >= PRECHECK_V_FROM_TILES {
         (0..batch * kv_heads)
             .into_par_iter()
-            .map(|x| all_finite(isa, v.0.matrix(x / kv_heads, x % kv_heads)))
+            .map(|x| v.as_f32().is_some_and(|v| all_finite(isa, v.matrix(x / kv_heads, x % kv_heads))))
             .collect()
     } else {
         vec![false; batch * kv_heads]
     };
 
-    let mut out_tiles: Vec<_> = out
-        .0
-        .into_matrices()
-        .into_iter()
-        .map(|m| row_tiles(m, br).into_iter())
-        .collect();
+    let mut out_tiles: Vec<_> =
+        out.0.into_matrices().into_iter().map(|m| row_tiles(m, br).into_iter()).collect();
     let mut lse_tiles: Vec<_> = match lse {
         Some(lse) => lse
             .chunks_mut(q_len)
             .map(|row| row.chunks_mut(br).map(Some).collect::<Vec<_>>().into_iter())
             .collect(),
         None => (0..batch * heads)
-            .map(|_| {
-                (0..q_len.div_ceil(br))
-                    .map(|_| None)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-            })
+            .map(|_| (0..q_len.div_ceil(br)).map(|_| None).collect::<Vec<_>>().into_iter())
             .collect(),
     };
     let broadcast = |shape: [usize; 4], b: usize, h: usize| {
-        (
-            if shape[0] == 1 { 0 } else { b },
-            if shape[1] == 1 { 0 } else { h },
-        )
+        (if shape[0] == 1 { 0 } else { b }, if shape[1] == 1 { 0 } else { h })
     };
 
     let mut jobs = Vec::with_capacity(batch * kv_heads * q_len.div_ceil(br));
@@ -142,12 +155,8 @@ pub(super) fn jobs<'a>(
                 let heads_of_group = (kvh * group..(kvh + 1) * group)
                     .map(|h| HeadTile {
                         q: q.0.matrix(b, h).block(q0, 0, rows, d),
-                        out: out_tiles[b * heads + h]
-                            .next()
-                            .expect("one output tile per Q tile"),
-                        lse: lse_tiles[b * heads + h]
-                            .next()
-                            .expect("one lse tile per Q tile"),
+                        out: out_tiles[b * heads + h].next().expect("one output tile per Q tile"),
+                        lse: lse_tiles[b * heads + h].next().expect("one lse tile per Q tile"),
                         bias: p.bias.map(|x| {
                             let (xb, xh) = broadcast(x.shape(), b, h);
                             x.0.matrix(xb, xh).block(q0, 0, rows, kv_len)
@@ -162,20 +171,18 @@ pub(super) fn jobs<'a>(
                     .collect();
                 let tile = TileJob {
                     heads: heads_of_group,
-                    k: k.0.matrix(b, kvh),
-                    v: v.0.matrix(b, kvh),
+                    k: k.matrix(b, kvh),
+                    v: v.matrix(b, kvh),
                     q_start: q0,
                     rule,
+                    keys,
                     alibi_offset,
                     scale,
                     softcap: p.softcap,
                     bc,
                     v_known_finite: v_finite[b * kv_heads + kvh],
                 };
-                jobs.push(Job {
-                    tile,
-                    scratch_len: scratch,
-                });
+                jobs.push(Job { tile, scratch_len: scratch });
             }
         }
     }

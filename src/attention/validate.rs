@@ -3,7 +3,7 @@
 
 use super::params::AttentionParams;
 use crate::error::{Error, Result};
-use crate::view::{View4, View4Mut};
+use crate::view::View4Mut;
 
 /// Largest window side accepted: far beyond any sequence, small enough that row ± window never
 /// overflows i64.
@@ -32,16 +32,16 @@ fn invalid(msg: String) -> Error {
 
 /// Checks shapes, head ratio, mask/bias broadcast and parameters.
 pub(super) fn validate(
-    q: View4<'_>,
-    k: View4<'_>,
-    v: View4<'_>,
+    q_shape: [usize; 4],
+    k_shape: [usize; 4],
+    v_shape: [usize; 4],
     out: &View4Mut<'_>,
     lse: Option<&[f32]>,
     p: &AttentionParams<'_>,
 ) -> Result<Dims> {
-    let [batch, heads, q_len, d] = q.shape();
-    let [kb, kv_heads, kv_len, kd] = k.shape();
-    let [vb, vh, vl, dv] = v.shape();
+    let [batch, heads, q_len, d] = q_shape;
+    let [kb, kv_heads, kv_len, kd] = k_shape;
+    let [vb, vh, vl, dv] = v_shape;
     if kb != batch || vb != batch {
         return Err(mismatch(format!("batch: Q {batch}, K {kb}, V {vb}")));
     }
@@ -49,16 +49,10 @@ pub(super) fn validate(
         return Err(mismatch(format!("head dim: Q {d}, K {kd}")));
     }
     if vh != kv_heads || vl != kv_len {
-        return Err(mismatch(format!(
-            "K is {:?} but V is {:?}",
-            k.shape(),
-            v.shape()
-        )));
+        return Err(mismatch(format!("K is {:?} but V is {:?}", k_shape, v_shape)));
     }
     if heads > 0 && (kv_heads == 0 || heads % kv_heads != 0) {
-        return Err(mismatch(format!(
-            "{heads} query heads are not a multiple of {kv_heads} KV heads"
-        )));
+        return Err(mismatch(format!("{heads} query heads are not a multiple of {kv_heads} KV heads")));
     }
     if out.shape() != [batch, heads, q_len, dv] {
         return Err(mismatch(format!(
@@ -70,25 +64,16 @@ pub(super) fn validate(
     if let Some(lse) = lse
         && Some(lse.len()) != batch.checked_mul(heads).and_then(|x| x.checked_mul(q_len))
     {
-        return Err(mismatch(format!(
-            "lse has {} floats, expected {batch}·{heads}·{q_len}",
-            lse.len()
-        )));
+        return Err(mismatch(format!("lse has {} floats, expected {batch}·{heads}·{q_len}", lse.len())));
     }
-    let scale = p
-        .scale
-        .unwrap_or(if d == 0 { 1.0 } else { 1.0 / (d as f32).sqrt() });
+    let scale = p.scale.unwrap_or(if d == 0 { 1.0 } else { 1.0 / (d as f32).sqrt() });
     if !(scale.is_finite() && scale > 0.0) {
-        return Err(invalid(format!(
-            "scale must be finite and positive, got {scale}"
-        )));
+        return Err(invalid(format!("scale must be finite and positive, got {scale}")));
     }
     if let Some(cap) = p.softcap
         && !(cap.is_finite() && cap > 0.0)
     {
-        return Err(invalid(format!(
-            "softcap must be finite and positive, got {cap}"
-        )));
+        return Err(invalid(format!("softcap must be finite and positive, got {cap}")));
     }
     if let Some(w) = p.window
         && (w.left.is_some_and(|x| x > MAX_WINDOW) || w.right.is_some_and(|x| x > MAX_WINDOW))
@@ -97,15 +82,10 @@ pub(super) fn validate(
     }
     if let Some(lens) = p.key_lengths {
         if lens.len() != batch {
-            return Err(mismatch(format!(
-                "{} key lengths for a batch of {batch}",
-                lens.len()
-            )));
+            return Err(mismatch(format!("{} key lengths for a batch of {batch}", lens.len())));
         }
         if let Some((b, &l)) = lens.iter().enumerate().find(|&(_, &l)| l > kv_len) {
-            return Err(invalid(format!(
-                "key length {l} of batch entry {b} exceeds kv_len {kv_len}"
-            )));
+            return Err(invalid(format!("key length {l} of batch entry {b} exceeds kv_len {kv_len}")));
         }
     }
     per_head("alibi_slopes", p.alibi_slopes, heads)?;
@@ -116,25 +96,13 @@ pub(super) fn validate(
     if let Some(mask) = p.mask {
         broadcastable("mask", mask.shape(), [batch, heads, q_len, kv_len])?;
     }
-    Ok(Dims {
-        batch,
-        heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        d,
-        dv,
-        scale,
-    })
+    Ok(Dims { batch, heads, kv_heads, q_len, kv_len, d, dv, scale })
 }
 
 fn per_head(name: &str, values: Option<&[f32]>, heads: usize) -> Result<()> {
     let Some(values) = values else { return Ok(()) };
     if values.len() != heads {
-        return Err(mismatch(format!(
-            "{} {name} for {heads} query heads",
-            values.len()
-        )));
+        return Err(mismatch(format!("{} {name} for {heads} query heads", values.len())));
     }
     if let Some(x) = values.iter().find(|x| !x.is_finite()) {
         return Err(invalid(format!("{name} must be finite, got {x}")));
@@ -150,8 +118,6 @@ fn broadcastable(name: &str, shape: [usize; 4], full: [usize; 4]) -> Result<()> 
     if ok {
         Ok(())
     } else {
-        Err(mismatch(format!(
-            "{name} is {shape:?}, which does not broadcast to {full:?}"
-        )))
+        Err(mismatch(format!("{name} is {shape:?}, which does not broadcast to {full:?}")))
     }
 }

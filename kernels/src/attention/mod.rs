@@ -6,6 +6,8 @@ mod tile;
 use crate::gemm::PackedB;
 use crate::isa::{Isa, dispatch};
 use crate::view::{MatMut, MatRef};
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 
 /// The rule part of the mask: absolute query row `i` sees keys `[max(0, i + lo), min(key_len, i + hi))`.
 ///
@@ -27,10 +29,79 @@ impl KeyRule {
     pub fn range(&self, i: usize) -> (usize, usize) {
         let clamp = |x: i64| x.clamp(0, self.key_len as i64) as usize;
         let i = i as i64;
-        (
-            clamp(i.saturating_add(self.lo)),
-            clamp(i.saturating_add(self.hi)),
-        )
+        (clamp(i.saturating_add(self.lo)), clamp(i.saturating_add(self.hi)))
+    }
+}
+
+/// Keys or values of one KV head, in the cache's storage type. Half-precision tiles are widened
+/// to f32 in scratch (F16C where the CPU has it, through `half`), so accumulation is always f32
+/// and queries are never rounded down.
+#[derive(Clone, Copy, Debug)]
+pub enum KvMat<'a> {
+    /// f32 storage, read in place.
+    F32(MatRef<'a, f32>),
+    /// IEEE half precision.
+    F16(MatRef<'a, f16>),
+    /// bfloat16.
+    Bf16(MatRef<'a, bf16>),
+}
+
+impl<'a> KvMat<'a> {
+    /// Rows (keys).
+    pub fn rows(&self) -> usize {
+        match self {
+            KvMat::F32(m) => m.rows(),
+            KvMat::F16(m) => m.rows(),
+            KvMat::Bf16(m) => m.rows(),
+        }
+    }
+    /// Columns (head dimension).
+    pub fn cols(&self) -> usize {
+        match self {
+            KvMat::F32(m) => m.cols(),
+            KvMat::F16(m) => m.cols(),
+            KvMat::Bf16(m) => m.cols(),
+        }
+    }
+    /// Rows `r0..r0 + n` as f32: in place for f32, else widened into `buf` (dense, `n × cols`).
+    pub(crate) fn rows_f32<'s>(&self, r0: usize, n: usize, buf: &'s mut [f32]) -> MatRef<'s>
+    where
+        'a: 's,
+    {
+        let cols = self.cols();
+        fn widen<'s, T: Copy>(
+            m: MatRef<'_, T>,
+            buf: &'s mut [f32],
+            one: impl Fn(T) -> f32,
+            row: impl Fn(&[T], &mut [f32]),
+        ) -> MatRef<'s> {
+            let (n, cols) = (m.rows(), m.cols());
+            for (j, dst) in buf.chunks_exact_mut(cols.max(1)).take(n).enumerate() {
+                match m.row_slice(j) {
+                    Some(src) => row(src, dst),
+                    None => dst.iter_mut().enumerate().for_each(|(c, x)| *x = one(m.at(j, c))),
+                }
+            }
+            MatRef::new(&*buf, n, cols, cols, 1).expect("conversion buffer holds n × cols")
+        }
+        match self {
+            KvMat::F32(m) => m.block(r0, 0, n, cols),
+            KvMat::F16(m) => {
+                widen(m.block(r0, 0, n, cols), buf, f16::to_f32, |s, d| s.convert_to_f32_slice(d))
+            }
+            KvMat::Bf16(m) => {
+                widen(m.block(r0, 0, n, cols), buf, bf16::to_f32, |s, d| s.convert_to_f32_slice(d))
+            }
+        }
+    }
+    /// Prefetch hints for rows `r0..r0 + n`.
+    fn prefetch<S: crate::isa::Simd>(&self, s: S, r0: usize, n: usize) {
+        let cols = self.cols();
+        match self {
+            KvMat::F32(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
+            KvMat::F16(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
+            KvMat::Bf16(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
+        }
     }
 }
 
@@ -59,13 +130,16 @@ pub struct TileJob<'a> {
     /// The query heads of the group (all with the same rows).
     pub heads: Vec<HeadTile<'a>>,
     /// Keys, `kv_len × d`.
-    pub k: MatRef<'a>,
+    pub k: KvMat<'a>,
     /// Values, `kv_len × dv`.
-    pub v: MatRef<'a>,
+    pub v: KvMat<'a>,
     /// Absolute index of the tile's first query row.
     pub q_start: usize,
     /// Which keys each row may see.
     pub rule: KeyRule,
+    /// The slice of keys this item covers, `start..end` (all of them, or one split of a split-KV
+    /// decode whose partial results are merged afterwards).
+    pub keys: (usize, usize),
     /// `kv_len − q_len`: the diagonal offset that ALiBi distances are measured from.
     pub alibi_offset: i64,
     /// Multiplies Q·Kᵀ (usually 1/√d).
@@ -79,7 +153,8 @@ pub struct TileJob<'a> {
     pub v_known_finite: bool,
 }
 
-/// Whether every element of `m` is finite; vectorised for unit column stride.
+/// Whether every element of `m` is finite; vectorised for unit column stride. Half-precision
+/// storage always answers `false` (its tiles are checked after widening).
 pub fn all_finite(isa: Isa, m: MatRef<'_>) -> bool {
     if m.col_stride() != 1 {
         return (0..m.rows()).all(|i| (0..m.cols()).all(|j| m.at(i, j).is_finite()));
@@ -104,7 +179,7 @@ unsafe fn all_finite_avx2(s: crate::isa::Avx2Fma, m: MatRef<'_>) -> bool {
 /// Floats of scratch that [`attend`] needs for `rows` stacked query rows (all heads of the item).
 pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
     let padded = tile::padded_rows(rows);
-    rows * d + PackedB::len_for(d, rows) + bc * padded + bc * dv + dv * padded + 3 * padded
+    rows * d + PackedB::len_for(d, rows) + bc * padded + bc * (d + 2 * dv) + dv * padded + 3 * padded
 }
 
 /// Runs one work item: for each K/V tile the mask does not hide, S = Q·Kᵀ, the score transforms,
@@ -118,34 +193,17 @@ pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
 pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
     let rows = job.heads.first().map_or(0, |h| h.q.rows());
     let (kv_len, d, dv) = (job.k.rows(), job.k.cols(), job.v.cols());
-    assert!(
-        job.bc > 0 && job.v.rows() == kv_len && job.rule.key_len <= kv_len,
-        "attend: K/V shapes"
-    );
+    assert!(job.bc > 0 && job.v.rows() == kv_len && job.rule.key_len <= kv_len, "attend: K/V shapes");
     for h in &job.heads {
         assert!(
             h.q.rows() == rows && h.q.cols() == d && h.out.rows() == rows && h.out.cols() == dv,
             "attend: head tile shapes"
         );
-        assert!(
-            h.lse.as_ref().is_none_or(|l| l.len() == rows),
-            "attend: lse length"
-        );
-        assert!(
-            h.bias
-                .is_none_or(|b| b.rows() == rows && b.cols() == kv_len),
-            "attend: bias shape"
-        );
-        assert!(
-            h.mask
-                .is_none_or(|m| m.rows() == rows && m.cols() == kv_len),
-            "attend: mask shape"
-        );
+        assert!(h.lse.as_ref().is_none_or(|l| l.len() == rows), "attend: lse length");
+        assert!(h.bias.is_none_or(|b| b.rows() == rows && b.cols() == kv_len), "attend: bias shape");
+        assert!(h.mask.is_none_or(|m| m.rows() == rows && m.cols() == kv_len), "attend: mask shape");
     }
-    assert!(
-        scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc),
-        "attend: scratch"
-    );
+    assert!(scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc), "attend: scratch");
     dispatch!(isa,
         portable => tile::attend_body(crate::isa::Portable, job, scratch),
         // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.

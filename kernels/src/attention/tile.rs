@@ -45,6 +45,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
     let (st_buf, rest) = rest.split_at_mut(bc * mp);
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
+    let (k_conv, rest) = rest.split_at_mut(bc * d);
+    let (v_conv, rest) = rest.split_at_mut(bc * dv);
     let (o_buf, rest) = rest.split_at_mut(dv * mp);
     let (m_buf, rest) = rest.split_at_mut(mp);
     let (l_buf, rest) = rest.split_at_mut(mp);
@@ -72,8 +74,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
 
     let first = job.q_start;
     let last = first + rows - 1;
-    let (k_lo, _) = job.rule.range(first);
-    let (_, k_hi) = job.rule.range(last);
+    let k_lo = job.rule.range(first).0.max(job.keys.0);
+    let k_hi = job.rule.range(last).1.min(job.keys.1);
     let mut bad_keys = Vec::new();
     for kt in (k_lo..k_hi).step_by(bc) {
         let n = bc.min(k_hi - kt);
@@ -89,17 +91,19 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             continue;
         }
 
-        // Sᵀ = K_tile · (scale·Q)ᵀ: K rows read in place.
-        let st_mat =
-            MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
-        macro_kernel_body(
-            s,
-            Lhs::Strided(job.k.block(kt, 0, n, d)),
-            Rhs::Packed(q_pack),
-            st_mat,
-            1.0,
-            0.0,
-        );
+        // While this tile computes, start pulling the next one in: decoding streams K and V from
+        // DRAM once, and the microkernel's interleaved row walk is too slow a pattern for the
+        // hardware prefetcher alone.
+        if ke < k_hi {
+            let next = bc.min(k_hi - ke);
+            job.k.prefetch(s, ke, next);
+            job.v.prefetch(s, ke, next);
+        }
+
+        // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
+        let k_tile = job.k.rows_f32(kt, n, k_conv);
+        let st_mat = MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+        macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
         transform_scores(s, &job, rows, mp, kt, n, full, st_buf);
         online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf);
         if alpha_buf.iter().any(|&a| a != 1.0) {
@@ -112,11 +116,10 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         // Oᵀ += Vᵀ·P, V read in place. Non-finite V rows are kept out of the product (0·NaN would
         // poison queries that give them zero weight) and added back only where the weight is
         // non-zero; they, and V with strided columns, go through a dense copy.
-        let v_tile = job.v.block(kt, 0, n, dv);
+        let v_tile = job.v.rows_f32(kt, n, v_conv);
         // SAFETY: with unit column stride each of the tile's n rows is dv readable floats.
         let clean = v_tile.col_stride() == 1
-            && (job.v_known_finite
-                || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
+            && (job.v_known_finite || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
         bad_keys.clear();
         let v_lhs = if clean {
             v_tile
@@ -153,21 +156,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         for i in 0..rows {
             let r = h * rows + i;
             let l = l_buf[r];
-            let (inv, lse) = if l == 0.0 {
-                (0.0, f32::NEG_INFINITY)
-            } else {
-                (1.0 / l, m_buf[r] + l.ln())
-            };
+            let (inv, lse) = if l == 0.0 { (0.0, f32::NEG_INFINITY) } else { (1.0 / l, m_buf[r] + l.ln()) };
             for c in 0..dv {
-                head.out.set(
-                    i,
-                    c,
-                    if l == 0.0 {
-                        0.0
-                    } else {
-                        o_buf[c * mp + r] * inv
-                    },
-                );
+                head.out.set(i, c, if l == 0.0 { 0.0 } else { o_buf[c * mp + r] * inv });
             }
             if let Some(out) = head.lse.as_deref_mut() {
                 out[i] = lse;
@@ -272,6 +263,20 @@ fn online_softmax<S: Simd>(
             s.store(alpha.as_mut_ptr().add(c), a);
             let l_ptr = l.as_mut_ptr().add(c);
             s.store(l_ptr, s.mul_add(s.load(l_ptr), a, sum));
+        }
+    }
+}
+
+/// Prefetch hints for every cache line of `m`'s rows (assuming unit column stride; for other
+/// strides the hints are merely less useful, never unsafe).
+#[inline(always)]
+pub(super) fn prefetch_rows<S: Simd, T: Copy>(s: S, m: MatRef<'_, T>) {
+    let line = (64 / size_of::<T>()).max(1);
+    let row_len = (m.cols().saturating_sub(1)) * m.col_stride() + 1;
+    for j in 0..m.rows() {
+        let row = m.ptr().wrapping_add(j * m.row_stride());
+        for off in (0..row_len).step_by(line) {
+            s.prefetch(row.wrapping_add(off).cast());
         }
     }
 }

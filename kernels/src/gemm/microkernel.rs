@@ -98,11 +98,7 @@ unsafe fn store_tile<S: Simd>(
                 unsafe {
                     let p = c.add(i * c_rs + v * 8);
                     let ab = if alpha == 1.0 { x } else { s.mul(va, x) };
-                    let out = if beta == 0.0 {
-                        ab
-                    } else {
-                        s.mul_add(vb, s.load(p), ab)
-                    };
+                    let out = if beta == 0.0 { ab } else { s.mul_add(vb, s.load(p), ab) };
                     s.store(p, out);
                 }
             }
@@ -122,11 +118,7 @@ unsafe fn store_tile<S: Simd>(
             unsafe {
                 let p = c.add(i * c_rs + j * c_cs);
                 let ab = alpha * tile[i * NR + j];
-                *p = if beta == 0.0 {
-                    ab
-                } else {
-                    beta.mul_add(*p, ab)
-                };
+                *p = if beta == 0.0 { ab } else { beta.mul_add(*p, ab) };
             }
         }
     }

@@ -51,20 +51,13 @@ impl Lhs<'_> {
         match self {
             Lhs::Packed(a) => {
                 let base = a.strip_ptr(i0 / MR);
-                LhsStrip {
-                    rows: core::array::from_fn(|i| base.wrapping_add(i)),
-                    col_step: MR,
-                }
+                LhsStrip { rows: core::array::from_fn(|i| base.wrapping_add(i)), col_step: MR }
             }
             Lhs::Strided(a) => {
                 let last = a.rows() - 1;
-                let rows = core::array::from_fn(|i| {
-                    a.ptr().wrapping_add((i0 + i).min(last) * a.row_stride())
-                });
-                LhsStrip {
-                    rows,
-                    col_step: a.col_stride(),
-                }
+                let rows =
+                    core::array::from_fn(|i| a.ptr().wrapping_add((i0 + i).min(last) * a.row_stride()));
+                LhsStrip { rows, col_step: a.col_stride() }
             }
         }
     }
@@ -176,21 +169,7 @@ pub(crate) fn macro_kernel_body<S: Simd>(
             let c_tile = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and a
             // k×NR packed B strip; C rows ir..ir+mr and columns jr..jr+nr are inside the view.
-            unsafe {
-                microkernel(
-                    s,
-                    k,
-                    a.strip(ir),
-                    b_strip,
-                    c_tile,
-                    c_rs,
-                    c_cs,
-                    mr,
-                    nr,
-                    alpha,
-                    beta,
-                )
-            };
+            unsafe { microkernel(s, k, a.strip(ir), b_strip, c_tile, c_rs, c_cs, mr, nr, alpha, beta) };
         }
     }
 }

@@ -40,21 +40,13 @@ impl<'a> PackedB<'a> {
                 pack_panel::<NR>(b, 0, j0, k, NR.min(n - j0), out);
             }
         }
-        PackedB {
-            data: buf,
-            depth: k,
-            cols: n,
-        }
+        PackedB { data: buf, depth: k, cols: n }
     }
 
     /// A handle on a buffer whose strips were packed piecewise (each piece by [`PackedB::pack`] on
     /// whole strips, e.g. on different threads). Panics if `buf` is shorter than [`PackedB::len_for`].
     pub fn from_buffer(buf: &'a [f32], k: usize, n: usize) -> PackedB<'a> {
-        PackedB {
-            data: &buf[..Self::len_for(k, n)],
-            depth: k,
-            cols: n,
-        }
+        PackedB { data: &buf[..Self::len_for(k, n)], depth: k, cols: n }
     }
 
     /// Columns `j0..j0 + cols` as a packed operand; `j0` must start a strip. Panics otherwise.
@@ -64,11 +56,7 @@ impl<'a> PackedB<'a> {
             "sub_cols({j0}, {cols}) of {} columns",
             self.cols
         );
-        PackedB {
-            data: &self.data[j0 * self.depth..],
-            depth: self.depth,
-            cols,
-        }
+        PackedB { data: &self.data[j0 * self.depth..], depth: self.depth, cols }
     }
 
     /// Rows (the k of the product).
@@ -106,11 +94,7 @@ impl<'a> PackedA<'a> {
                 pack_panel::<MR>(a.t(), 0, i0, k, MR.min(m - i0), out);
             }
         }
-        PackedA {
-            data: buf,
-            rows: m,
-            depth: k,
-        }
+        PackedA { data: buf, rows: m, depth: k }
     }
 
     /// Rows before padding.
@@ -139,12 +123,7 @@ fn pack_panel<const W: usize>(
     width: usize,
     out: &mut [f32],
 ) {
-    assert!(
-        width <= W
-            && r0 + depth <= src.rows()
-            && c0 + width <= src.cols()
-            && out.len() >= depth * W
-    );
+    assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
     let base = src.ptr();
     let at = |p: usize, j: usize| {

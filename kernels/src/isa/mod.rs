@@ -97,9 +97,7 @@ pub struct Isa {
 impl Isa {
     /// The portable path, available everywhere.
     pub fn portable() -> Isa {
-        Isa {
-            kind: IsaKind::Portable,
-        }
+        Isa { kind: IsaKind::Portable }
     }
 
     /// `kind` if this CPU supports it.
@@ -113,11 +111,7 @@ impl Isa {
 
     /// The fastest instruction set this CPU supports.
     pub fn best() -> Isa {
-        IsaKind::ALL
-            .iter()
-            .rev()
-            .find_map(|&k| Isa::new(k))
-            .unwrap_or_else(Isa::portable)
+        IsaKind::ALL.iter().rev().find_map(|&k| Isa::new(k)).unwrap_or_else(Isa::portable)
     }
 
     /// Every instruction set this CPU supports, portable first.
