@@ -1,9 +1,9 @@
-//! flashcpu: flash attention and a cache-blocked f32 matmul for CPUs, with the SIMD path chosen
-//! at run time.
+#![doc = include_str!("../README.md")]
 //!
 //! This crate is the safe layer: it validates every shape and stride, plans the work and spreads
 //! it over rayon. The SIMD kernels live in `flashcpu-kernels`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod attention;
 mod error;

@@ -5,6 +5,7 @@ mod data;
 mod decode_cmd;
 mod demo;
 mod matmul_cmd;
+mod mha_cmd;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
@@ -73,6 +74,29 @@ enum BenchOp {
         /// Also time the naive path: S = Q·Kᵀ materialised, softmax, P·V on flashcpu's matmul.
         #[arg(long)]
         naive: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One multi-head attention layer forward: Q/K/V projections, attention, output projection.
+    Mha {
+        /// Model width.
+        #[arg(long, default_value_t = 4096)]
+        d_model: usize,
+        /// Query heads (head dim = d_model / heads).
+        #[arg(long, default_value_t = 32)]
+        heads: usize,
+        /// Key/value heads.
+        #[arg(long, default_value_t = 8)]
+        kv_heads: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 2048)]
+        seq: usize,
+        /// Sequences.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Causal self-attention.
+        #[arg(long)]
+        causal: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -145,6 +169,10 @@ fn main() -> ExitCode {
             let shape = decode_cmd::DecodeShape { batch, heads, kv_heads, kv_len, q_len, head_dim, dtype };
             report::with_pool(&common, |c| decode_cmd::run(c, shape))
         }),
+        Some(Command::Bench { op: BenchOp::Mha { d_model, heads, kv_heads, seq, batch, causal, common } }) => {
+            let shape = mha_cmd::MhaShape { d_model, heads, kv_heads, seq, batch, causal };
+            report::with_pool(&common, |c| mha_cmd::run(c, shape))
+        }
         None => report::with_pool(&Common { threads: None, isa: None, json: false }, demo::run),
     };
     match result {

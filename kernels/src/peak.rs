@@ -10,7 +10,7 @@ const CHAINS: usize = 12;
 pub fn fma_chains(isa: Isa, iters: u64) -> f64 {
     let (flops_per_iter, sink) = dispatch!(isa,
         portable => run(crate::isa::Portable, iters),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { run_avx2(crate::isa::Avx2Fma::new_unchecked(), iters) },
     );
     // `sink` is finite and tiny; adding 0·sink keeps it live without changing the count.
@@ -18,9 +18,9 @@ pub fn fma_chains(isa: Isa, iters: u64) -> f64 {
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn run_avx2(s: crate::isa::Avx2Fma, iters: u64) -> (f64, f32) {
     run(s, iters)
 }
@@ -43,15 +43,15 @@ fn run<S: Simd>(s: S, iters: u64) -> (f64, f32) {
 pub fn stream_sum(isa: Isa, data: &[f32]) -> f32 {
     dispatch!(isa,
         portable => sum(crate::isa::Portable, data),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { sum_avx2(crate::isa::Avx2Fma::new_unchecked(), data) },
     )
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sum_avx2(s: crate::isa::Avx2Fma, data: &[f32]) -> f32 {
     sum(s, data)
 }

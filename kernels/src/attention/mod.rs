@@ -6,7 +6,6 @@ mod tile;
 use crate::gemm::PackedB;
 use crate::isa::{Isa, dispatch};
 use crate::view::{MatMut, MatRef};
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// The rule part of the mask: absolute query row `i` sees keys `[max(0, i + lo), min(key_len, i + hi))`.
@@ -63,35 +62,38 @@ impl<'a> KvMat<'a> {
             KvMat::Bf16(m) => m.cols(),
         }
     }
-    /// Rows `r0..r0 + n` as f32: in place for f32, else widened into `buf` (dense, `n × cols`).
-    pub(crate) fn rows_f32<'s>(&self, r0: usize, n: usize, buf: &'s mut [f32]) -> MatRef<'s>
+    /// Rows `r0..r0 + n` as f32: in place for f32 (unless `unit_cols` asks for contiguous rows
+    /// and the columns are strided), else widened into `buf` (dense, `n × cols`) in registers.
+    #[inline(always)]
+    pub(crate) fn rows_f32<'s, S: crate::isa::Simd>(
+        &self,
+        s: S,
+        r0: usize,
+        n: usize,
+        buf: &'s mut [f32],
+        unit_cols: bool,
+    ) -> MatRef<'s>
     where
         'a: 's,
     {
         let cols = self.cols();
-        fn widen<'s, T: Copy>(
-            m: MatRef<'_, T>,
-            buf: &'s mut [f32],
-            one: impl Fn(T) -> f32,
-            row: impl Fn(&[T], &mut [f32]),
-        ) -> MatRef<'s> {
-            let (n, cols) = (m.rows(), m.cols());
-            for (j, dst) in buf.chunks_exact_mut(cols.max(1)).take(n).enumerate() {
-                match m.row_slice(j) {
-                    Some(src) => row(src, dst),
-                    None => dst.iter_mut().enumerate().for_each(|(c, x)| *x = one(m.at(j, c))),
-                }
-            }
-            MatRef::new(&*buf, n, cols, cols, 1).expect("conversion buffer holds n × cols")
-        }
+        let lanes = S::LANES;
+        // SAFETY (each `chunk` closure): `widen` passes LANES readable source values and LANES
+        // writable floats; f16 and bf16 are 16 raw bits each.
         match self {
-            KvMat::F32(m) => m.block(r0, 0, n, cols),
-            KvMat::F16(m) => {
-                widen(m.block(r0, 0, n, cols), buf, f16::to_f32, |s, d| s.convert_to_f32_slice(d))
-            }
-            KvMat::Bf16(m) => {
-                widen(m.block(r0, 0, n, cols), buf, bf16::to_f32, |s, d| s.convert_to_f32_slice(d))
-            }
+            KvMat::F32(m) if !unit_cols || m.col_stride() == 1 || cols <= 1 => m.block(r0, 0, n, cols),
+            KvMat::F32(m) => widen(m.block(r0, 0, n, cols), buf, 1, |x| x, |src, dst| {
+                // SAFETY: see above (one value).
+                unsafe { *dst = *src }
+            }),
+            KvMat::F16(m) => widen(m.block(r0, 0, n, cols), buf, lanes, f16::to_f32, |src, dst| {
+                // SAFETY: see above.
+                unsafe { s.store(dst, s.load_f16(src.cast())) }
+            }),
+            KvMat::Bf16(m) => widen(m.block(r0, 0, n, cols), buf, lanes, bf16::to_f32, |src, dst| {
+                // SAFETY: see above.
+                unsafe { s.store(dst, s.load_bf16(src.cast())) }
+            }),
         }
     }
     /// Prefetch hints for rows `r0..r0 + n`.
@@ -103,6 +105,35 @@ impl<'a> KvMat<'a> {
             KvMat::Bf16(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
         }
     }
+}
+
+/// Copies `m` into `buf` as a dense f32 matrix: `lanes` values at a time through `chunk` (which
+/// reads `lanes` values at its first pointer and writes as many floats at its second) where a row
+/// is contiguous, one at a time through `one` elsewhere.
+#[inline(always)]
+fn widen<'s, T: Copy>(
+    m: MatRef<'_, T>,
+    buf: &'s mut [f32],
+    lanes: usize,
+    one: impl Fn(T) -> f32,
+    chunk: impl Fn(*const T, *mut f32),
+) -> MatRef<'s> {
+    let (n, cols) = (m.rows(), m.cols());
+    for (j, dst) in buf.chunks_exact_mut(cols.max(1)).take(n).enumerate() {
+        match m.row_slice(j) {
+            Some(src) => {
+                let body = cols - cols % lanes;
+                for c in (0..body).step_by(lanes) {
+                    chunk(src[c..c + lanes].as_ptr(), dst[c..c + lanes].as_mut_ptr());
+                }
+                for c in body..cols {
+                    dst[c] = one(src[c]);
+                }
+            }
+            None => dst.iter_mut().enumerate().for_each(|(c, x)| *x = one(m.at(j, c))),
+        }
+    }
+    MatRef::new(&*buf, n, cols, cols, 1).expect("conversion buffer holds n × cols")
 }
 
 /// One query head's part of a work item.
@@ -162,7 +193,7 @@ pub fn all_finite(isa: Isa, m: MatRef<'_>) -> bool {
     dispatch!(isa,
         // SAFETY: a MatRef with unit column stride has `cols` readable floats in each row.
         portable => unsafe { crate::softmax::all_finite(crate::isa::Portable, m.ptr(), m.rows(), m.cols(), m.row_stride()) },
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { all_finite_avx2(crate::isa::Avx2Fma::new_unchecked(), m) },
     )
 }
@@ -170,7 +201,7 @@ pub fn all_finite(isa: Isa, m: MatRef<'_>) -> bool {
 /// # Safety
 /// The CPU must support AVX2 and FMA, and `m` must have unit column stride.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn all_finite_avx2(s: crate::isa::Avx2Fma, m: MatRef<'_>) -> bool {
     // SAFETY: unit column stride (the contract) gives `cols` readable floats per row.
     unsafe { crate::softmax::all_finite(s, m.ptr(), m.rows(), m.cols(), m.row_stride()) }
@@ -179,7 +210,13 @@ unsafe fn all_finite_avx2(s: crate::isa::Avx2Fma, m: MatRef<'_>) -> bool {
 /// Floats of scratch that [`attend`] needs for `rows` stacked query rows (all heads of the item).
 pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
     let padded = tile::padded_rows(rows);
-    rows * d + PackedB::len_for(d, rows) + bc * padded + bc * (d + 2 * dv) + dv * padded + 3 * padded
+    rows * d
+        + PackedB::len_for(d, rows)
+        + bc * padded
+        + bc * (d + 2 * dv)
+        + PackedB::len_for(bc, dv)
+        + dv * padded
+        + 3 * padded
 }
 
 /// Runs one work item: for each K/V tile the mask does not hide, S = Q·Kᵀ, the score transforms,
@@ -206,15 +243,15 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
     assert!(scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc), "attend: scratch");
     dispatch!(isa,
         portable => tile::attend_body(crate::isa::Portable, job, scratch),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) },
     )
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_avx2(s: crate::isa::Avx2Fma, job: TileJob<'_>, scratch: &mut [f32]) {
     tile::attend_body(s, job, scratch)
 }

@@ -18,7 +18,7 @@
 use super::TileJob;
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
 use crate::isa::Simd;
-use crate::softmax::{all_finite, exp, mul_rows, softcap_row};
+use crate::softmax::{all_finite, exp, mul_rows, scale_row, softcap_row};
 use crate::view::{MatMut, MatRef};
 
 /// The query axis is padded to whole microkernel strips (NR = 16, also a multiple of every LANES).
@@ -47,6 +47,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
     let (k_conv, rest) = rest.split_at_mut(bc * d);
     let (v_conv, rest) = rest.split_at_mut(bc * dv);
+    let (v_pack, rest) = rest.split_at_mut(PackedB::len_for(bc, dv));
     let (o_buf, rest) = rest.split_at_mut(dv * mp);
     let (m_buf, rest) = rest.split_at_mut(mp);
     let (l_buf, rest) = rest.split_at_mut(mp);
@@ -70,6 +71,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     l_buf[m_rows..].fill(0.0);
     o_buf.fill(0.0);
     let q_mat = MatRef::new(&*q_rows, m_rows, d, d, 1).expect("scratch sized by scratch_len");
+    // Few stacked rows (decoding): queries in lanes would leave most lanes empty, so scores are
+    // dot products along d and O is kept row-major for `O += P·V` with V as the right operand.
+    let layout = if m_rows <= ROWWISE_MAX_ROWS { Layout::Rows { dv } } else { Layout::Transposed { mp } };
     let q_pack = PackedB::pack(q_mat.t(), q_buf);
 
     let first = job.q_start;
@@ -94,29 +98,55 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         // While this tile computes, start pulling the next one in: decoding streams K and V from
         // DRAM once, and the microkernel's interleaved row walk is too slow a pattern for the
         // hardware prefetcher alone.
-        if ke < k_hi {
-            let next = bc.min(k_hi - ke);
+        let next = bc.min(k_hi - ke);
+        if matches!(layout, Layout::Transposed { .. }) && next > 0 {
             job.k.prefetch(s, ke, next);
             job.v.prefetch(s, ke, next);
         }
 
         // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
-        let k_tile = job.k.rows_f32(kt, n, k_conv);
-        let st_mat = MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
-        macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
+        // The dot-product path reads K rows as contiguous vectors.
+        let k_tile = job.k.rows_f32(s, kt, n, k_conv, matches!(layout, Layout::Rows { .. }));
+        match layout {
+            Layout::Transposed { .. } => {
+                let st_mat = MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+                macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
+            }
+            Layout::Rows { .. } => {
+                // Decoding streams K and V from memory once: fetch the next tile's row j while
+                // this tile works on its row j.
+                let ahead = |j: usize| {
+                    if j < next {
+                        job.k.prefetch(s, ke + j, 1);
+                        job.v.prefetch(s, ke + j, 1);
+                    }
+                };
+                scores_by_dot(s, k_tile, q_mat, mp, st_buf, ahead)
+            }
+        }
         transform_scores(s, &job, rows, mp, kt, n, full, st_buf);
         online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf);
         if alpha_buf.iter().any(|&a| a != 1.0) {
-            for o_row in o_buf.chunks_exact_mut(mp) {
-                // SAFETY: `o_row` and `alpha_buf` are both mp floats.
-                unsafe { mul_rows(s, o_row.as_mut_ptr(), alpha_buf.as_ptr(), mp) };
+            match layout {
+                Layout::Transposed { .. } => {
+                    for o_row in o_buf.chunks_exact_mut(mp) {
+                        // SAFETY: `o_row` and `alpha_buf` are both mp floats.
+                        unsafe { mul_rows(s, o_row.as_mut_ptr(), alpha_buf.as_ptr(), mp) };
+                    }
+                }
+                Layout::Rows { .. } => {
+                    for (o_row, &a) in o_buf.chunks_exact_mut(dv.max(1)).zip(&alpha_buf[..m_rows]) {
+                        // SAFETY: `o_row` is dv writable floats.
+                        unsafe { scale_row(s, o_row.as_mut_ptr(), o_row.len(), a) };
+                    }
+                }
             }
         }
 
         // Oᵀ += Vᵀ·P, V read in place. Non-finite V rows are kept out of the product (0·NaN would
         // poison queries that give them zero weight) and added back only where the weight is
         // non-zero; they, and V with strided columns, go through a dense copy.
-        let v_tile = job.v.rows_f32(kt, n, v_conv);
+        let v_tile = job.v.rows_f32(s, kt, n, v_conv, false);
         // SAFETY: with unit column stride each of the tile's n rows is dv readable floats.
         let clean = v_tile.col_stride() == 1
             && (job.v_known_finite || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
@@ -135,16 +165,30 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             }
             MatRef::new(&*v_buf, n, dv, dv, 1).expect("scratch sized by scratch_len")
         };
-        let p_mat = MatRef::new(&*st_buf, n, mp, mp, 1).expect("scratch sized by scratch_len");
-        let p_rhs = Rhs::direct(p_mat).expect("mp is a multiple of NR");
-        let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
-        macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
+        match layout {
+            Layout::Transposed { .. } => {
+                let p_mat = MatRef::new(&*st_buf, n, mp, mp, 1).expect("scratch sized by scratch_len");
+                let p_rhs = Rhs::direct(p_mat).expect("mp is a multiple of NR");
+                let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
+                macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
+            }
+            Layout::Rows { .. } => {
+                // P = (Sᵀ)ᵀ read through strides; V in place when its rows are whole strips.
+                let p_mat = MatRef::new(&*st_buf, m_rows, n, 1, mp).expect("scratch sized by scratch_len");
+                let v_rhs = match Rhs::direct(v_lhs) {
+                    Some(rhs) => rhs,
+                    None => Rhs::Packed(PackedB::pack(v_lhs, v_pack)),
+                };
+                let o_mat = MatMut::new(&mut *o_buf, m_rows, dv, dv, 1).expect("scratch sized by scratch_len");
+                macro_kernel_body(s, Lhs::Strided(p_mat), v_rhs, o_mat, 1.0, 1.0);
+            }
+        }
         for &j in &bad_keys {
             for r in 0..m_rows {
                 let p = st_buf[j * mp + r];
                 if p != 0.0 {
                     for c in 0..dv {
-                        o_buf[c * mp + r] += p * v_tile.at(j, c);
+                        o_buf[layout.o_index(r, c)] += p * v_tile.at(j, c);
                     }
                 }
             }
@@ -158,11 +202,88 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             let l = l_buf[r];
             let (inv, lse) = if l == 0.0 { (0.0, f32::NEG_INFINITY) } else { (1.0 / l, m_buf[r] + l.ln()) };
             for c in 0..dv {
-                head.out.set(i, c, if l == 0.0 { 0.0 } else { o_buf[c * mp + r] * inv });
+                head.out.set(i, c, if l == 0.0 { 0.0 } else { o_buf[layout.o_index(r, c)] * inv });
             }
             if let Some(out) = head.lse.as_deref_mut() {
                 out[i] = lse;
             }
+        }
+    }
+}
+
+/// Stacked rows up to which an item uses the row-wise layout: one MR strip of the microkernel.
+const ROWWISE_MAX_ROWS: usize = crate::gemm::MR;
+
+/// Where O lives in scratch.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Oᵀ, `dv × mp`: queries in lanes (prefill).
+    Transposed { mp: usize },
+    /// O, `rows × dv` (decoding).
+    Rows { dv: usize },
+}
+
+impl Layout {
+    /// Offset of O(r, c) in scratch.
+    #[inline(always)]
+    fn o_index(self, r: usize, c: usize) -> usize {
+        match self {
+            Layout::Transposed { mp } => c * mp + r,
+            Layout::Rows { dv } => r * dv + c,
+        }
+    }
+}
+
+/// `Sᵀ[j][r] = K[j]·Q[r]` as dot products along d, for the few rows of a decode item. Keys go
+/// in groups of 8: the group's rows (8·d floats) stay in L1 while every query row runs 8
+/// independent FMA chains over them, and one `sum8` turns the 8 accumulators into 8 scores.
+/// `ahead(j)` is called once per key, so the caller can spread prefetches of the next tile over
+/// this one's work.
+#[inline(always)]
+fn scores_by_dot<S: Simd>(s: S, k: MatRef<'_>, q: MatRef<'_>, mp: usize, st: &mut [f32], ahead: impl Fn(usize)) {
+    const GROUP: usize = 8;
+    let (n, d, rows) = (k.rows(), k.cols(), q.rows());
+    let lanes = S::LANES;
+    let body = d - d % lanes;
+    let row = |m: &MatRef<'_>, i: usize| m.ptr().wrapping_add(i * m.row_stride());
+    let mut j0 = 0;
+    while j0 + GROUP <= n && S::LANES == GROUP {
+        (j0..j0 + GROUP).for_each(&ahead);
+        let kp: [*const f32; GROUP] = core::array::from_fn(|g| row(&k, j0 + g));
+        for r in 0..rows {
+            let qp = row(&q, r);
+            let mut acc = [s.splat(0.0); GROUP];
+            for p in (0..body).step_by(lanes) {
+                // SAFETY: rows of K and Q have unit column stride (the caller's contract) and
+                // p + LANES ≤ d, so every load is inside a row.
+                unsafe {
+                    let qv = s.load(qp.add(p));
+                    for (a, kr) in acc.iter_mut().zip(&kp) {
+                        *a = s.mul_add(s.load(kr.add(p)), qv, *a);
+                    }
+                }
+            }
+            let mut sums = [0.0f32; GROUP];
+            // SAFETY: `sums` holds GROUP = LANES floats.
+            unsafe { s.store(sums.as_mut_ptr(), s.sum8(acc)) };
+            for (g, x) in sums.iter().enumerate() {
+                let tail: f32 = (body..d).map(|p| k.at(j0 + g, p) * q.at(r, p)).sum();
+                st[(j0 + g) * mp + r] = x + tail;
+            }
+        }
+        j0 += GROUP;
+    }
+    for j in j0..n {
+        ahead(j);
+        for r in 0..rows {
+            let (kp, qp) = (row(&k, j), row(&q, r));
+            let mut acc = s.splat(0.0);
+            for p in (0..body).step_by(lanes) {
+                // SAFETY: as above.
+                unsafe { acc = s.mul_add(s.load(kp.add(p)), s.load(qp.add(p)), acc) };
+            }
+            let tail: f32 = (body..d).map(|p| k.at(j, p) * q.at(r, p)).sum();
+            st[j * mp + r] = s.reduce_sum(acc) + tail;
         }
     }
 }

@@ -122,15 +122,15 @@ pub fn macro_kernel(isa: Isa, a: Lhs<'_>, b: PackedB<'_>, c: MatMut<'_>, alpha: 
     let b = Rhs::Packed(b);
     dispatch!(isa,
         portable => macro_kernel_body(crate::isa::Portable, a, b, c, alpha, beta),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2 and FMA.
+        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { macro_kernel_avx2(crate::isa::Avx2Fma::new_unchecked(), a, b, c, alpha, beta) },
     )
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn macro_kernel_avx2(
     s: crate::isa::Avx2Fma,
     a: Lhs<'_>,

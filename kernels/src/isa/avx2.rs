@@ -3,20 +3,22 @@
 use super::Simd;
 use core::arch::x86_64::*;
 
-/// Token proving that the CPU has AVX2 and FMA. Only [`Avx2Fma::detect`] makes one.
+/// Token proving that the CPU has AVX2, FMA and F16C (every AVX2 CPU shipped has F16C). Only
+/// [`Avx2Fma::detect`] makes one.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2Fma(());
 
 impl Avx2Fma {
-    /// The token, if the running CPU reports AVX2 and FMA.
+    /// The token, if the running CPU reports AVX2, FMA and F16C.
     pub fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2Fma(()))
+        let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        ok.then_some(Avx2Fma(()))
     }
 
     /// The token without detection, for dispatch arms that already hold an [`super::Isa`] of this kind.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2, FMA and F16C.
     pub(crate) unsafe fn new_unchecked() -> Self {
         Avx2Fma(())
     }
@@ -92,9 +94,36 @@ impl Simd for Avx2Fma {
         }
     }
     #[inline(always)]
+    unsafe fn load_f16(self, p: *const u16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves AVX2.
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+    }
+    #[inline(always)]
     fn prefetch(self, p: *const f32) {
         // SAFETY: prefetch is a hint that never faults, even on an invalid address.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    fn sum8(self, v: [__m256; 8]) -> __m256 {
+        // SAFETY: the token proves AVX is available.
+        unsafe {
+            // Pairwise adds within 128-bit halves, then one cross-half add:
+            // after two rounds lane i of each half holds half of v[i]'s sum.
+            let t0 = _mm256_hadd_ps(v[0], v[1]);
+            let t1 = _mm256_hadd_ps(v[2], v[3]);
+            let t2 = _mm256_hadd_ps(v[4], v[5]);
+            let t3 = _mm256_hadd_ps(v[6], v[7]);
+            let u0 = _mm256_hadd_ps(t0, t1);
+            let u1 = _mm256_hadd_ps(t2, t3);
+            let lo = _mm256_permute2f128_ps::<0x20>(u0, u1);
+            let hi = _mm256_permute2f128_ps::<0x31>(u0, u1);
+            _mm256_add_ps(lo, hi)
+        }
     }
     #[inline(always)]
     fn reduce_sum(self, a: __m256) -> f32 {

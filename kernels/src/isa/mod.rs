@@ -55,8 +55,21 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn round(self, a: Self::V) -> Self::V;
     /// `2^n` for lanes holding integers in `-127..=127`; `-127` gives exactly 0.
     fn pow2i(self, n: Self::V) -> Self::V;
+    /// Widens `LANES` IEEE half-precision values (raw bits) at `p` to f32.
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be readable.
+    unsafe fn load_f16(self, p: *const u16) -> Self::V;
+    /// Widens `LANES` bfloat16 values (raw bits) at `p` to f32 (exact: a 16-bit shift).
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be readable.
+    unsafe fn load_bf16(self, p: *const u16) -> Self::V;
     /// Hints the cache line holding `p` into L1. Never faults, whatever `p` is.
     fn prefetch(self, p: *const f32);
+    /// Eight horizontal sums at once: lane i of the result is the sum of the lanes of `v[i]`
+    /// (for 8-lane tokens; a transpose-and-add, far cheaper than eight separate reductions).
+    fn sum8(self, v: [Self::V; 8]) -> Self::V;
     /// Sum of all lanes.
     fn reduce_sum(self, a: Self::V) -> f32;
     /// Maximum of all lanes (NaN handling as in [`Simd::max`], lane order unspecified).

@@ -65,6 +65,18 @@ impl Simd for Portable {
         wide::bytemuck::cast(bits)
     }
     #[inline(always)]
+    unsafe fn load_f16(self, p: *const u16) -> f32x8 {
+        // SAFETY: the caller guarantees 8 readable values at `p`.
+        let bits = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+        f32x8::from(bits.map(|b| half::f16::from_bits(b).to_f32()))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> f32x8 {
+        // SAFETY: the caller guarantees 8 readable values at `p`.
+        let bits = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+        f32x8::from(bits.map(|b| f32::from_bits(u32::from(b) << 16)))
+    }
+    #[inline(always)]
     fn prefetch(self, p: *const f32) {
         // SSE prefetch exists on every x86-64; elsewhere the hint is skipped.
         #[cfg(target_arch = "x86_64")]
@@ -74,6 +86,10 @@ impl Simd for Portable {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = p;
+    }
+    #[inline(always)]
+    fn sum8(self, v: [f32x8; 8]) -> f32x8 {
+        f32x8::from(v.map(|x| x.reduce_add()))
     }
     #[inline(always)]
     fn reduce_sum(self, a: f32x8) -> f32 {
