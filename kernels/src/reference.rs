@@ -174,7 +174,10 @@ pub fn attention<R: Real>(
                     if let Some(bias) = spec.bias {
                         let (bb, bh) = broadcast(bias.shape(), b, h);
                         let x = bias.matrix(bb, bh).at(i, j);
-                        s = if x == f32::NEG_INFINITY { R::NEG_INFINITY } else { s + R::of(x) };
+                        if x == f32::NEG_INFINITY {
+                            continue; // hidden, exactly like a false mask bit
+                        }
+                        s = s + R::of(x);
                     }
                     logits.push((j, s));
                 }

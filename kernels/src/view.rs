@@ -26,6 +26,9 @@ fn strides_are_injective(rows: usize, cols: usize, rs: usize, cs: usize) -> bool
 /// Sufficient condition, met by every dense or padded layout: ordered by stride, each stride is at
 /// least the span of all smaller ones.
 fn injective(dims: &mut [(usize, usize)]) -> bool {
+    if dims.iter().any(|&(size, _)| size == 0) {
+        return true; // no elements, nothing can overlap
+    }
     dims.sort_by_key(|&(_, stride)| stride);
     let mut span = 1usize; // elements covered by the dimensions seen so far
     for &(size, stride) in dims.iter().filter(|&&(size, _)| size > 1) {

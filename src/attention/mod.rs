@@ -116,11 +116,14 @@ fn split_kv(
     let shape = [dims.batch, dims.heads, dims.q_len, dv];
     let mut part_out = vec![0.0f32; plan.splits * rows * dv];
     let mut part_lse = vec![0.0f32; plan.splits * rows];
+    // A sink joins the softmax denominator once: split 0 carries it, the others do not.
+    let without_sink = AttentionParams { sinks: None, ..*params };
     let mut jobs = Vec::new();
     for (s, (o, l)) in part_out.chunks_mut(rows * dv).zip(part_lse.chunks_mut(rows)).enumerate() {
         let keys = (s * plan.keys_per_split, ((s + 1) * plan.keys_per_split).min(dims.kv_len));
         let dest = View4Mut::bhld(o, shape).expect("dense partial buffer");
-        jobs.extend(plan::jobs(isa, dims, plan, params, qkv, dest, Some(l), keys));
+        let p = if s == 0 { params } else { &without_sink };
+        jobs.extend(plan::jobs(isa, dims, plan, p, qkv, dest, Some(l), keys));
     }
     run(params.parallelism, isa, jobs);
 

@@ -82,10 +82,16 @@ impl<'a> KvMat<'a> {
         // writable floats; f16 and bf16 are 16 raw bits each.
         match self {
             KvMat::F32(m) if !unit_cols || m.col_stride() == 1 || cols <= 1 => m.block(r0, 0, n, cols),
-            KvMat::F32(m) => widen(m.block(r0, 0, n, cols), buf, 1, |x| x, |src, dst| {
-                // SAFETY: see above (one value).
-                unsafe { *dst = *src }
-            }),
+            KvMat::F32(m) => widen(
+                m.block(r0, 0, n, cols),
+                buf,
+                1,
+                |x| x,
+                |src, dst| {
+                    // SAFETY: see above (one value).
+                    unsafe { *dst = *src }
+                },
+            ),
             KvMat::F16(m) => widen(m.block(r0, 0, n, cols), buf, lanes, f16::to_f32, |src, dst| {
                 // SAFETY: see above.
                 unsafe { s.store(dst, s.load_f16(src.cast())) }

@@ -109,7 +109,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         let k_tile = job.k.rows_f32(s, kt, n, k_conv, matches!(layout, Layout::Rows { .. }));
         match layout {
             Layout::Transposed { .. } => {
-                let st_mat = MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+                let st_mat =
+                    MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
                 macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
             }
             Layout::Rows { .. } => {
@@ -179,7 +180,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                     Some(rhs) => rhs,
                     None => Rhs::Packed(PackedB::pack(v_lhs, v_pack)),
                 };
-                let o_mat = MatMut::new(&mut *o_buf, m_rows, dv, dv, 1).expect("scratch sized by scratch_len");
+                let o_mat =
+                    MatMut::new(&mut *o_buf, m_rows, dv, dv, 1).expect("scratch sized by scratch_len");
                 macro_kernel_body(s, Lhs::Strided(p_mat), v_rhs, o_mat, 1.0, 1.0);
             }
         }
@@ -187,8 +189,13 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             for r in 0..m_rows {
                 let p = st_buf[j * mp + r];
                 if p != 0.0 {
+                    // The product already holds this row's finite values (only the others were
+                    // zeroed in the dense copy); add just the non-finite ones.
                     for c in 0..dv {
-                        o_buf[layout.o_index(r, c)] += p * v_tile.at(j, c);
+                        let v = v_tile.at(j, c);
+                        if !v.is_finite() {
+                            o_buf[layout.o_index(r, c)] += p * v;
+                        }
                     }
                 }
             }
@@ -240,7 +247,14 @@ impl Layout {
 /// `ahead(j)` is called once per key, so the caller can spread prefetches of the next tile over
 /// this one's work.
 #[inline(always)]
-fn scores_by_dot<S: Simd>(s: S, k: MatRef<'_>, q: MatRef<'_>, mp: usize, st: &mut [f32], ahead: impl Fn(usize)) {
+fn scores_by_dot<S: Simd>(
+    s: S,
+    k: MatRef<'_>,
+    q: MatRef<'_>,
+    mp: usize,
+    st: &mut [f32],
+    ahead: impl Fn(usize),
+) {
     const GROUP: usize = 8;
     let (n, d, rows) = (k.rows(), k.cols(), q.rows());
     let lanes = S::LANES;

@@ -11,7 +11,9 @@ pub struct Avx2Fma(());
 impl Avx2Fma {
     /// The token, if the running CPU reports AVX2, FMA and F16C.
     pub fn detect() -> Option<Self> {
-        let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        let ok = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
         ok.then_some(Avx2Fma(()))
     }
 
@@ -101,7 +103,9 @@ impl Simd for Avx2Fma {
     #[inline(always)]
     unsafe fn load_bf16(self, p: *const u16) -> __m256 {
         // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves AVX2.
-        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+        unsafe {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+        }
     }
     #[inline(always)]
     fn prefetch(self, p: *const f32) {
