@@ -136,8 +136,15 @@ fn naive(
             MatRef::row_major(&x[h * len * d..][..len * d], len, d).unwrap()
         }
         let scale = 1.0 / (d as f32).sqrt();
-        matmul_with(&opts, scale, head(q, h, len, d), head(k, h, len, d).t(), 0.0, MatMut::row_major(s, len, len).unwrap())
-            .unwrap();
+        matmul_with(
+            &opts,
+            scale,
+            head(q, h, len, d),
+            head(k, h, len, d).t(),
+            0.0,
+            MatMut::row_major(s, len, len).unwrap(),
+        )
+        .unwrap();
         for row in s.chunks_exact_mut(len) {
             let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             let mut sum = 0.0;

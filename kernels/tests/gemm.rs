@@ -1,0 +1,385 @@
+//! The kernels through their public API: `macro_kernel` on every ISA this CPU has against the f64
+//! reference, with A packed and read in place, on every edge size around the MR × NR register tile;
+//! packing; and the views' construction checks and splits.
+
+use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, macro_kernel};
+use flashcpu_kernels::reference::{matmul_f32_naive, matmul_f64};
+use flashcpu_kernels::{Isa, MatMut, MatRef};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// The α and β classes: 0 (C not read / product skipped), 1, a power of two, an inexact negative.
+const SCALARS: [f32; 4] = [0.0, 1.0, 0.5, -2.3];
+/// Never a value of a product here; found outside C's view after a call, it proves nothing was
+/// written there.
+const SENTINEL: f32 = 1234.5;
+
+/// A seeded splitmix64 stream, so proptest shrinks shapes rather than floats.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let bits = ((z ^ (z >> 31)) >> 40) as u32;
+        bits as f32 / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+/// Strides `(rs, cs)` and buffer length of a `rows × cols` matrix in layout `layout`:
+/// 0 row-major, 1 column-major, 2 row-major padded, 3 column-major padded, 4 neither stride 1.
+fn strides(layout: u8, rows: usize, cols: usize) -> (usize, usize, usize) {
+    let (rs, cs) = match layout {
+        0 => (cols, 1),
+        1 => (1, rows),
+        2 => (cols + 1, 1),
+        3 => (1, rows + 2),
+        _ => (2 * cols + 3, 2),
+    };
+    let extent = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
+    (rs, cs, extent + 2)
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    packed: bool,
+    /// Layouts of A, B and C (see [`strides`]). C takes only the padded and spread layouts: the
+    /// dense ones with a zero dimension have a zero stride, which `MatMut::new` currently refuses
+    /// (see `empty_mut_views_accept_any_strides`), and that is the view's bug, not the kernel's.
+    layouts: (u8, u8, u8),
+    alpha: f32,
+    beta: f32,
+    seed: u64,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        (0..=2 * MR + 1, 0..=2 * NR + 1, select(vec![0, 1, 7, 64])),
+        any::<bool>(),
+        (0..5u8, 0..5u8, 2..5u8),
+        (select(SCALARS.to_vec()), select(SCALARS.to_vec())),
+        any::<u64>(),
+    )
+        .prop_map(|((m, n, k), packed, layouts, (alpha, beta), seed)| Case {
+            m,
+            n,
+            k,
+            packed,
+            layouts,
+            alpha,
+            beta,
+            seed,
+        })
+}
+
+/// Runs the case on `isa`: the kernel within tolerance of the reference, C outside its view
+/// untouched. Pack buffers start full of NaN, so zero padding that is not written would show.
+fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
+    let Case { m, n, k, .. } = *case;
+    let (alpha, beta) = (case.alpha, case.beta);
+    let mut rng = Rng(case.seed);
+    let (a_rs, a_cs, a_len) = strides(case.layouts.0, m, k);
+    let (b_rs, b_cs, b_len) = strides(case.layouts.1, k, n);
+    let (c_rs, c_cs, c_len) = strides(case.layouts.2, m, n);
+    let a_data: Vec<f32> = (0..a_len).map(|_| rng.uniform()).collect();
+    let b_data: Vec<f32> = (0..b_len).map(|_| rng.uniform()).collect();
+    let mut c_data = vec![SENTINEL; c_len];
+    for i in 0..m {
+        for j in 0..n {
+            // β = 0 must not read C: NaN there must not reach the result.
+            c_data[i * c_rs + j * c_cs] = if beta == 0.0 { f32::NAN } else { rng.uniform() };
+        }
+    }
+    let c_old = c_data.clone();
+    let a = MatRef::new(&a_data, m, k, a_rs, a_cs).unwrap();
+    let b = MatRef::new(&b_data, k, n, b_rs, b_cs).unwrap();
+
+    let mut b_buf = vec![f32::NAN; PackedB::len_for(k, n) + 5];
+    let b_pack = PackedB::pack(b, &mut b_buf);
+    let mut a_buf = vec![f32::NAN; PackedA::len_for(m, k) + 5];
+    let lhs = if case.packed { Lhs::Packed(PackedA::pack(a, &mut a_buf)) } else { Lhs::Strided(a) };
+    let c = MatMut::new(&mut c_data, m, n, c_rs, c_cs).unwrap();
+    macro_kernel(isa, lhs, b_pack, c, alpha, beta);
+
+    let (exact, naive) = (matmul_f64(a, b), matmul_f32_naive(a, b));
+    let mut inside = vec![false; c_len];
+    for i in 0..m {
+        for j in 0..n {
+            let at = i * c_rs + j * c_cs;
+            inside[at] = true;
+            let old = if beta == 0.0 { 0.0 } else { c_old[at] };
+            let beta_c = f64::from(beta) * f64::from(old);
+            let want = f64::from(alpha) * exact[i * n + j] + beta_c;
+            let naive = beta.mul_add(old, alpha * naive[i * n + j]);
+            let sum_abs: f64 = (0..k).map(|p| (f64::from(a.at(i, p)) * f64::from(b.at(p, j))).abs()).sum();
+            // The rule of flashcpu's tests (see src/tests/mod.rs in the root crate): at most twice
+            // the naive f32 error plus 4ε·Σ|terms|, which absorbs a different summation order and
+            // the final α, β roundings, while any missing or extra term lies far outside it.
+            let magnitude = f64::from(alpha).abs() * sum_abs + beta_c.abs();
+            let bound = 2.0 * (f64::from(naive) - want).abs() + 4.0 * f64::from(f32::EPSILON) * magnitude;
+            let got = c_data[at];
+            prop_assert!(
+                (f64::from(got) - want).abs() <= bound,
+                "{:?}: C[{i},{j}] = {got}, want {want}, bound {bound:e}",
+                isa.kind()
+            );
+        }
+    }
+    for (at, &x) in c_data.iter().enumerate() {
+        prop_assert!(
+            inside[at] || x.to_bits() == SENTINEL.to_bits(),
+            "{:?}: wrote C's buffer at {at}, outside the view",
+            isa.kind()
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn macro_kernel_matches_reference(case in cases()) {
+        for isa in Isa::available() {
+            check(isa, &case)?;
+        }
+    }
+}
+
+/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 at k = 7 once, packed and strided, on every ISA: the
+/// property test samples this grid, this walks all of it.
+#[test]
+fn macro_kernel_every_edge_size() {
+    for m in 0..=2 * MR + 1 {
+        for n in 0..=2 * NR + 1 {
+            for packed in [false, true] {
+                let case = Case {
+                    m,
+                    n,
+                    k: 7,
+                    packed,
+                    layouts: ((m + n) as u8 % 5, n as u8 % 5, 2 + (m as u8 % 3)),
+                    alpha: -2.3,
+                    beta: if (m + n) % 2 == 0 { 0.0 } else { 0.5 },
+                    seed: (m * 100 + n) as u64,
+                };
+                for isa in Isa::available() {
+                    check(isa, &case).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Strips packed piecewise (as the parallel packer does) and `sub_cols` of a packed panel give the
+/// same products as packing in one go.
+#[test]
+fn piecewise_packing_and_sub_cols_agree_with_whole_packing() {
+    let (m, k, n) = (2 * MR + 1, 19, 3 * NR + 5);
+    let mut rng = Rng(99);
+    let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+    let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform()).collect();
+    let a = MatRef::new(&a_data, m, k, k, 1).unwrap();
+    let b = MatRef::new(&b_data, k, n, 1, k).unwrap();
+    for isa in Isa::available() {
+        let product = |b_pack: PackedB<'_>, c_data: &mut [f32]| {
+            // Column-major C: valid strides for every cols, including 0.
+            let c = MatMut::new(c_data, m, b_pack.cols(), 1, m).unwrap();
+            macro_kernel(isa, Lhs::Strided(a), b_pack, c, 1.0, 0.0);
+        };
+        let mut whole_buf = vec![f32::NAN; PackedB::len_for(k, n)];
+        let mut whole = vec![0.0; m * n];
+        product(PackedB::pack(b, &mut whole_buf), &mut whole);
+
+        let mut pieces_buf = vec![f32::NAN; PackedB::len_for(k, n)];
+        let (first, rest) = pieces_buf.split_at_mut(2 * NR * k);
+        PackedB::pack(b.block(0, 0, k, 2 * NR), first);
+        PackedB::pack(b.block(0, 2 * NR, k, n - 2 * NR), rest);
+        let mut pieces = vec![0.0; m * n];
+        product(PackedB::from_buffer(&pieces_buf, k, n), &mut pieces);
+        assert_eq!(pieces, whole, "{:?}: piecewise packing", isa.kind());
+
+        let whole_pack = PackedB::pack(b, &mut whole_buf);
+        for (j0, cols) in [(0, NR), (NR, 2 * NR + 5), (3 * NR, 5), (2 * NR, 0)] {
+            let mut sub = vec![0.0; m * cols];
+            product(whole_pack.sub_cols(j0, cols), &mut sub);
+            for i in 0..m {
+                for j in 0..cols {
+                    assert_eq!(sub[i + j * m], whole[i + (j0 + j) * m], "{j0}+{cols}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "sub_cols")]
+fn sub_cols_must_start_a_strip() {
+    let b_data = vec![1.0; 4 * 2 * NR];
+    let b = MatRef::new(&b_data, 4, 2 * NR, 2 * NR, 1).unwrap();
+    let mut buf = vec![0.0; PackedB::len_for(4, 2 * NR)];
+    PackedB::pack(b, &mut buf).sub_cols(1, NR);
+}
+
+#[test]
+#[should_panic(expected = "macro_kernel")]
+fn macro_kernel_refuses_mismatched_shapes() {
+    let (a_data, b_data) = (vec![1.0; 3 * 4], vec![1.0; 5 * 2]);
+    let a = MatRef::new(&a_data, 3, 4, 4, 1).unwrap();
+    let b = MatRef::new(&b_data, 5, 2, 2, 1).unwrap();
+    let mut buf = vec![0.0; PackedB::len_for(5, 2)];
+    let mut c_data = vec![0.0; 3 * 2];
+    let c = MatMut::new(&mut c_data, 3, 2, 2, 1).unwrap();
+    macro_kernel(Isa::portable(), Lhs::Strided(a), PackedB::pack(b, &mut buf), c, 1.0, 0.0);
+}
+
+#[test]
+#[should_panic]
+fn packing_into_a_short_buffer_panics() {
+    let a_data = vec![1.0; 7 * 3];
+    let a = MatRef::new(&a_data, 7, 3, 3, 1).unwrap();
+    let mut buf = vec![0.0; PackedA::len_for(7, 3) - 1];
+    PackedA::pack(a, &mut buf);
+}
+
+#[test]
+fn isa_tokens() {
+    let available = Isa::available();
+    assert_eq!(available.first(), Some(&Isa::portable()));
+    assert!(available.contains(&Isa::best()));
+    for isa in &available {
+        assert_eq!(Isa::new(isa.kind()), Some(*isa));
+    }
+}
+
+/// `MatRef::new` accepts exactly the views whose last element lies in the slice; an extent that
+/// overflows `usize` is refused, never wrapped; an empty view needs no storage at all.
+#[test]
+fn mat_ref_new_checks_bounds() {
+    let data = [0.0f32; 12];
+    assert!(MatRef::new(&data, 3, 4, 4, 1).is_some());
+    assert!(MatRef::new(&data[..11], 3, 4, 4, 1).is_none());
+    assert!(MatRef::new(&data, 4, 3, 1, 4).is_some());
+    assert!(MatRef::new(&data, 4, 3, 1, 5).is_none());
+    assert!(MatRef::new(&data, 3, 4, 0, 0).is_some(), "inputs may broadcast");
+    for s in [usize::MAX, usize::MAX / 2 + 1] {
+        assert!(MatRef::new(&data, 3, 2, s, 1).is_none());
+        assert!(MatRef::new(&data, 2, 3, 1, s).is_none());
+    }
+    assert!(MatRef::new(&data, usize::MAX, 2, 1, 1).is_none());
+    assert!(MatRef::new(&data, 1, 12, usize::MAX, 1).is_some());
+    let empty: [f32; 0] = [];
+    for (r, c) in [(0, 0), (0, 9), (9, 0)] {
+        assert!(MatRef::new(&empty, r, c, usize::MAX, usize::MAX).is_some());
+    }
+}
+
+/// `MatMut::new` also refuses strides that map two indices to one element.
+#[test]
+fn mat_mut_new_checks_bounds_and_overlap() {
+    let mut data = [0.0f32; 32];
+    assert!(MatMut::new(&mut data[..11], 3, 4, 4, 1).is_none());
+    assert!(MatMut::new(&mut data, 3, 2, usize::MAX, 1).is_none());
+    for (rows, cols, rs, cs) in
+        [(2, 3, 0, 1), (3, 2, 1, 0), (2, 2, 1, 1), (3, 3, 2, 1), (1, 4, 5, 0), (4, 1, 0, 5), (2, 2, 0, 0)]
+    {
+        assert!(
+            MatMut::new(&mut data, rows, cols, rs, cs).is_none(),
+            "{rows}×{cols} strides ({rs}, {cs}) overlap"
+        );
+    }
+    for (rows, cols, rs, cs) in
+        [(2, 3, 1, 2), (3, 2, 2, 1), (4, 4, 8, 2), (1, 1, 0, 0), (1, 5, 0, 1), (5, 1, 1, 0)]
+    {
+        assert!(
+            MatMut::new(&mut data, rows, cols, rs, cs).is_some(),
+            "{rows}×{cols} strides ({rs}, {cs}) are distinct"
+        );
+    }
+}
+
+/// A view with no elements has no two indices sharing an element, whatever its strides: the dense
+/// constructors give an `m × 0` row-major view row stride 0 and a `0 × n` column-major view column
+/// stride 0, and those must be accepted (`matmul` with `n = 0` is documented as a no-op).
+#[test]
+fn empty_mut_views_accept_any_strides() {
+    let mut empty: [f32; 0] = [];
+    for (rows, cols, rs, cs) in [(3, 0, 0, 1), (0, 3, 1, 0), (0, 0, 0, 0), (5, 0, 0, 0)] {
+        assert!(MatMut::new(&mut empty, rows, cols, rs, cs).is_some(), "{rows}×{cols} strides ({rs}, {cs})");
+    }
+}
+
+/// Splitting a column-major matrix into row blocks interleaves the pieces in memory; each piece
+/// still writes exactly its own elements.
+#[test]
+fn split_at_row_and_col_cover_each_element_once() {
+    let (rows, cols) = (5, 7);
+    for (rs, cs) in [(cols, 1), (1, rows), (2 * cols + 1, 2)] {
+        let len = (rows - 1) * rs + (cols - 1) * cs + 1;
+        for (r, c) in [(0, 0), (2, 3), (5, 7), (1, 6)] {
+            let mut data = vec![f32::NAN; len];
+            let m = MatMut::new(&mut data, rows, cols, rs, cs).unwrap();
+            let (top, bottom) = m.split_at_row(r);
+            assert_eq!((top.rows(), bottom.rows()), (r, rows - r));
+            for (part, i0) in [(top, 0), (bottom, r)] {
+                assert_eq!(part.cols(), cols);
+                let (mut left, mut right) = part.split_at_col(c);
+                assert_eq!((left.cols(), right.cols()), (c, cols - c));
+                for i in 0..left.rows() {
+                    for j in 0..c {
+                        left.set(i, j, ((i0 + i) * 100 + j) as f32);
+                    }
+                    for j in 0..cols - c {
+                        right.set(i, j, ((i0 + i) * 100 + c + j) as f32);
+                        assert_eq!(right.at(i, j), ((i0 + i) * 100 + c + j) as f32);
+                    }
+                }
+            }
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(data[i * rs + j * cs], (i * 100 + j) as f32, "({rs},{cs}) {r},{c}");
+                }
+            }
+            let untouched = data.iter().filter(|x| x.is_nan()).count();
+            assert_eq!(untouched, len - rows * cols);
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "split row")]
+fn split_at_row_beyond_panics() {
+    let mut data = [0.0f32; 6];
+    let _ = MatMut::new(&mut data, 2, 3, 3, 1).unwrap().split_at_row(3);
+}
+
+#[test]
+#[should_panic(expected = "split column")]
+fn split_at_col_beyond_panics() {
+    let mut data = [0.0f32; 6];
+    let _ = MatMut::new(&mut data, 2, 3, 3, 1).unwrap().split_at_col(4);
+}
+
+#[test]
+fn transpose_block_and_reborrow() {
+    let data: Vec<f32> = (0..12).map(|x| x as f32).collect();
+    let a = MatRef::new(&data, 3, 4, 4, 1).unwrap();
+    let t = a.t();
+    assert_eq!((t.rows(), t.cols(), t.row_stride(), t.col_stride()), (4, 3, 1, 4));
+    assert_eq!(t.at(3, 1), a.at(1, 3));
+    let blk = a.block(1, 2, 2, 2);
+    assert_eq!((blk.at(0, 0), blk.at(1, 1)), (6.0, 11.0));
+    assert_eq!(a.block(3, 4, 0, 0).rows(), 0);
+
+    let mut out = [0.0f32; 6];
+    let mut m = MatMut::new(&mut out, 2, 3, 3, 1).unwrap();
+    m.rb().set(1, 2, 5.0);
+    m.set(0, 0, 1.0);
+    assert_eq!(m.at(1, 2), 5.0);
+    assert_eq!(out, [1.0, 0.0, 0.0, 0.0, 0.0, 5.0]);
+}
