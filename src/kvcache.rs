@@ -89,6 +89,9 @@ pub struct KvCache {
     v: Store,
     /// Positions appended per sequence (for a ring, may exceed the capacity).
     positions: Vec<usize>,
+    /// Oldest position still stored per sequence (0 until a ring wraps). Older slots were
+    /// overwritten; a rollback does not bring them back.
+    oldest: Vec<usize>,
     /// Reused rows of one head's key or value being appended (f32, before rounding).
     row: Vec<f32>,
 }
@@ -113,6 +116,7 @@ impl KvCache {
             k: Store::new(cfg.dtype, k_len),
             v: Store::new(cfg.dtype, v_len),
             positions: vec![0; cfg.batch],
+            oldest: vec![0; cfg.batch],
             row: Vec::new(),
         })
     }
@@ -146,6 +150,13 @@ impl KvCache {
         }
     }
 
+    fn full(&self, seq: usize, n: usize) -> Error {
+        Error::InvalidParameter(format!(
+            "appending {n} positions to sequence {seq} (holding {}) exceeds the cache: capacity {}, window {:?}",
+            self.positions[seq], self.cfg.capacity, self.cfg.window
+        ))
+    }
+
     /// Appends `n` new positions to sequence `seq`: `k` is `[1, kv_heads, n, head_dim]`, `v`
     /// `[1, kv_heads, n, value_dim]` (any strides). On `Err` the cache is unchanged.
     pub fn append(&mut self, seq: usize, k: View4<'_>, v: View4<'_>) -> Result<()> {
@@ -154,10 +165,7 @@ impl KvCache {
         }
         let n = self.check_chunk(k, v, 1)?;
         if n > self.room(self.positions[seq]) {
-            return Err(Error::InvalidParameter(format!(
-                "appending {n} positions to sequence {seq} (holding {}) exceeds the cache: capacity {}, window {:?}",
-                self.positions[seq], self.cfg.capacity, self.cfg.window
-            )));
+            return Err(self.full(seq, n));
         }
         self.write(seq, 0, k, v, n);
         Ok(())
@@ -168,10 +176,7 @@ impl KvCache {
     pub fn append_all(&mut self, k: View4<'_>, v: View4<'_>) -> Result<()> {
         let n = self.check_chunk(k, v, self.cfg.batch)?;
         if let Some(seq) = (0..self.cfg.batch).find(|&b| n > self.room(self.positions[b])) {
-            return Err(Error::InvalidParameter(format!(
-                "appending {n} positions to sequence {seq} (holding {}) exceeds the cache: capacity {}, window {:?}",
-                self.positions[seq], self.cfg.capacity, self.cfg.window
-            )));
+            return Err(self.full(seq, n));
         }
         for b in 0..self.cfg.batch {
             self.write(b, b, k, v, n);
@@ -185,11 +190,11 @@ impl KvCache {
         let Some(&cur) = self.positions.get(seq) else {
             return Err(Error::ShapeMismatch(format!("sequence {seq} of a batch of {}", self.cfg.batch)));
         };
-        let oldest_kept = match self.cfg.window {
-            Some(w) => (cur + w - 1).saturating_sub(self.cfg.capacity),
-            None => 0,
-        };
-        if len > cur || len < oldest_kept {
+        // The next query (position len, once appended) sees len + 1 − w ..= len.
+        let oldest = self.oldest[seq];
+        let lost = self.cfg.window.is_some_and(|w| oldest > 0 && len + 1 < oldest + w);
+        let oldest_kept = self.cfg.window.map_or(0, |w| (oldest + w).saturating_sub(1));
+        if len > cur || lost {
             return Err(Error::InvalidParameter(format!(
                 "cannot truncate sequence {seq} from {cur} to {len} positions (oldest recoverable: {oldest_kept})"
             )));
@@ -229,6 +234,7 @@ impl KvCache {
             }
         }
         self.positions[seq] = start + n;
+        self.oldest[seq] = self.oldest[seq].max((start + n).saturating_sub(c.capacity));
     }
 
     /// Attention of `q` (`[batch, heads, q_len, head_dim]`, the newest `q_len` positions of each
@@ -252,10 +258,18 @@ impl KvCache {
                     "window left {left:?} exceeds the ring cache's window {w}"
                 )));
             }
-            params.window = Some(Window {
-                left: Some(left.unwrap_or(w - 1)),
-                right: params.window.and_then(|x| x.right),
-            });
+            let left = left.unwrap_or(w - 1);
+            params.window = Some(Window { left: Some(left), right: params.window.and_then(|x| x.right) });
+            // The first query (position len − q_len) sees back to len − q_len − left.
+            let q_len = q.shape()[2];
+            if let Some(b) = (0..c.batch).find(|&b| {
+                let oldest = self.oldest[b];
+                oldest > 0 && self.positions[b].saturating_sub(q_len + left) < oldest
+            }) {
+                return Err(Error::InvalidParameter(format!(
+                    "sequence {b}: the first of {q_len} queries sees positions overwritten in the ring"
+                )));
+            }
         }
         let wrapped = self.positions.iter().any(|&p| p > c.capacity);
         if !wrapped {
@@ -296,6 +310,12 @@ impl KvCache {
         params: &AttentionParams<'_>,
     ) -> Result<()> {
         let c = &self.cfg;
+        if params.bias.is_some() || params.mask.is_some() {
+            // Their key columns would have to follow the ring's rotation; refuse rather than guess.
+            return Err(Error::InvalidParameter(
+                "bias and mask tensors are not supported once a ring cache has wrapped".into(),
+            ));
+        }
         let [qb, heads, q_len, _] = q.shape();
         let out_shape = out.shape();
         if qb != c.batch || out_shape[0] != c.batch || heads != out_shape[1] || q_len != out_shape[2] {
@@ -361,3 +381,7 @@ impl KvCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "kvcache_tests.rs"]
+mod tests;

@@ -214,11 +214,14 @@ impl MultiHeadAttention {
     ) -> Result<()> {
         let c = self.cfg;
         let tokens = self.check_tokens(x, batch, seq, out)?;
+        if tokens == 0 {
+            return Ok(());
+        }
         let width = c.qkv_width();
         self.qkv.resize(tokens * width, 0.0);
         self.project(x, tokens, 0, width, Part::Fused)?;
         let mut qkv = std::mem::take(&mut self.qkv);
-        self.rope_in_place(&mut qkv, batch, seq, width, |_| 0, true)?;
+        self.rope_in_place(&mut qkv, (batch, seq, width), c.heads, Some(c.q_width()), |_| 0);
         let (q, k, v) =
             qkv_views(&c, &qkv, batch, seq, seq, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
         let result = self.attend_and_project(q, k, v, batch, seq, out, params);
@@ -242,6 +245,9 @@ impl MultiHeadAttention {
     ) -> Result<()> {
         let c = self.cfg;
         let q_tokens = self.check_tokens(x_q, batch, q_seq, out)?;
+        if q_tokens == 0 {
+            return Ok(());
+        }
         let kv_tokens = batch * kv_seq;
         check_len("x_kv", x_kv, kv_tokens * c.d_model)?;
         let (qw, kvw) = (c.q_width(), c.qkv_width() - c.q_width());
@@ -250,8 +256,8 @@ impl MultiHeadAttention {
         self.project(x_q, q_tokens, 0, qw, Part::Q)?;
         self.project(x_kv, kv_tokens, qw, kvw, Part::Kv)?;
         let (mut q_buf, mut kv_buf) = (std::mem::take(&mut self.qkv), std::mem::take(&mut self.kv));
-        self.rope_in_place(&mut q_buf, batch, q_seq, qw, |_| 0, true)?;
-        self.rope_kv(&mut kv_buf, batch, kv_seq, kvw)?;
+        self.rope_in_place(&mut q_buf, (batch, q_seq, qw), c.heads, None, |_| 0);
+        self.rope_in_place(&mut kv_buf, (batch, kv_seq, kvw), 0, Some(0), |_| 0);
         let q = View4::new(&q_buf, [batch, c.heads, q_seq, c.head_dim], [q_seq * qw, c.head_dim, qw, 1])?;
         let (_, k, v) = qkv_views(&c, &kv_buf, batch, 0, kv_seq, kvw, (0, 0, c.k_width()))?;
         let result = self.attend_and_project(q, k, v, batch, q_seq, out, params);
@@ -284,34 +290,48 @@ impl MultiHeadAttention {
             )));
         }
         let tokens = self.check_tokens(x, batch, n, out)?;
+        if tokens == 0 {
+            return Ok(());
+        }
         let width = c.qkv_width();
         self.qkv.resize(tokens * width, 0.0);
         self.project(x, tokens, 0, width, Part::Fused)?;
         let mut qkv = std::mem::take(&mut self.qkv);
         let starts: Vec<usize> = (0..batch).map(|b| cache.len(b)).collect();
-        let result = self.rope_in_place(&mut qkv, batch, n, width, |b| starts[b], true).and_then(|()| {
-            let (q, k, v) =
-                qkv_views(&c, &qkv, batch, n, n, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
-            cache.append_all(k, v)?;
-            let rollback = |cache: &mut KvCache| {
-                for (b, &len) in starts.iter().enumerate() {
-                    cache.truncate(b, len).expect("rolling back what was just appended");
-                }
-            };
-            let mut p = *params;
-            p.causal = p.causal.or(Some(crate::attention::CausalAlign::BottomRight));
-            p.isa = self.opts.isa;
-            p.parallelism = self.opts.parallelism;
-            self.heads_out.resize(tokens * c.attn_width(), 0.0);
-            let attn_out = View4Mut::blhd(&mut self.heads_out, [batch, n, c.heads, c.value_dim])?;
-            if let Err(e) = cache.attend(q, attn_out, None, &p) {
-                rollback(cache);
-                return Err(e);
-            }
-            self.output_projection(tokens, out)
-        });
+        self.rope_in_place(&mut qkv, (batch, n, width), c.heads, Some(c.q_width()), |b| starts[b]);
+        let result = self.append_and_attend(&qkv, (batch, n), &starts, cache, out, params);
         self.qkv = qkv;
         result
+    }
+
+    /// The cache half of [`Self::step`]: append the new K/V, attend, project; undo the append if
+    /// the attention refuses.
+    fn append_and_attend(
+        &mut self,
+        qkv: &[f32],
+        (batch, n): (usize, usize),
+        starts: &[usize],
+        cache: &mut KvCache,
+        out: &mut [f32],
+        params: &AttentionParams<'_>,
+    ) -> Result<()> {
+        let c = self.cfg;
+        let width = c.qkv_width();
+        let (q, k, v) = qkv_views(&c, qkv, batch, n, n, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
+        cache.append_all(k, v)?;
+        let mut p = *params;
+        p.causal = p.causal.or(Some(crate::attention::CausalAlign::BottomRight));
+        p.isa = self.opts.isa;
+        p.parallelism = self.opts.parallelism;
+        self.heads_out.resize(batch * n * c.attn_width(), 0.0);
+        let attn_out = View4Mut::blhd(&mut self.heads_out, [batch, n, c.heads, c.value_dim])?;
+        if let Err(e) = cache.attend(q, attn_out, None, &p) {
+            for (b, &len) in starts.iter().enumerate() {
+                cache.truncate(b, len).expect("rolling back what was just appended");
+            }
+            return Err(e);
+        }
+        self.output_projection(batch * n, out)
     }
 
     fn check_tokens(&self, x: &[f32], batch: usize, seq: usize, out: &[f32]) -> Result<usize> {
@@ -347,58 +367,35 @@ impl MultiHeadAttention {
         Ok(())
     }
 
-    /// RoPE on the Q heads (if `with_q`) and K heads of a fused `[tokens, width]` buffer laid out
-    /// `[Q | K | V]`; token t of sequence b sits at position `start(b) + t`.
+    /// RoPE on a `[tokens, width]` projection buffer: the first `q_heads` heads of each row
+    /// (queries, at offset 0) and, if `k_offset` is given, the `kv_heads` key heads there; token t
+    /// of sequence b sits at position `start(b) + t`.
+    #[allow(clippy::too_many_arguments)] // buffer geometry and the head groups to rotate
     fn rope_in_place(
         &mut self,
         buf: &mut [f32],
-        batch: usize,
-        seq: usize,
-        width: usize,
+        (batch, seq, width): (usize, usize, usize),
+        q_heads: usize,
+        k_offset: Option<usize>,
         start: impl Fn(usize) -> usize,
-        with_q: bool,
-    ) -> Result<()> {
+    ) {
         let c = self.cfg;
-        let Some(rope) = c.rope else { return Ok(()) };
+        let Some(rope) = c.rope else { return };
         let half = c.head_dim / 2;
         self.rope_table.resize(2 * half, 0.0);
         let (cos, sin) = self.rope_table.split_at_mut(half);
-        let q_heads = if with_q { c.heads } else { 0 };
-        let k_off = if width == c.q_width() { None } else { Some(c.q_width()) };
+        let k_heads = k_offset.map_or(0, |_| c.kv_heads);
+        let k0 = k_offset.unwrap_or(0);
+        let heads = (0..q_heads).map(|h| h * c.head_dim).chain((0..k_heads).map(|h| k0 + h * c.head_dim));
         for b in 0..batch {
             for t in 0..seq {
                 rope.angles(start(b) + t, cos, sin);
                 let row = &mut buf[(b * seq + t) * width..][..width];
-                for h in 0..q_heads {
-                    rope.rotate(&mut row[h * c.head_dim..][..c.head_dim], cos, sin);
-                }
-                if let Some(k0) = k_off {
-                    for h in 0..c.kv_heads {
-                        rope.rotate(&mut row[k0 + h * c.head_dim..][..c.head_dim], cos, sin);
-                    }
+                for at in heads.clone() {
+                    rope.rotate(&mut row[at..][..c.head_dim], cos, sin);
                 }
             }
         }
-        Ok(())
-    }
-
-    /// RoPE on the K heads of a `[K | V]` buffer.
-    fn rope_kv(&mut self, buf: &mut [f32], batch: usize, seq: usize, width: usize) -> Result<()> {
-        let c = self.cfg;
-        let Some(rope) = c.rope else { return Ok(()) };
-        let half = c.head_dim / 2;
-        self.rope_table.resize(2 * half, 0.0);
-        let (cos, sin) = self.rope_table.split_at_mut(half);
-        for b in 0..batch {
-            for t in 0..seq {
-                rope.angles(t, cos, sin);
-                let row = &mut buf[(b * seq + t) * width..][..width];
-                for h in 0..c.kv_heads {
-                    rope.rotate(&mut row[h * c.head_dim..][..c.head_dim], cos, sin);
-                }
-            }
-        }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -463,15 +460,13 @@ fn qkv_views<'a>(
     width: usize,
     (q0, k0, v0): (usize, usize, usize),
 ) -> Result<(View4<'a>, View4<'a>, View4<'a>)> {
-    let q =
-        View4::new(&buf[q0..], [batch, c.heads, q_seq, c.head_dim], [q_seq * width, c.head_dim, width, 1])?;
-    let k = View4::new(
-        &buf[k0..],
-        [batch, c.kv_heads, kv_seq, c.head_dim],
-        [kv_seq * width, c.head_dim, width, 1],
-    )?;
+    // An empty buffer (no tokens) has no columns to offset into; its views are empty anyway.
+    let at = |off: usize| buf.get(off..).unwrap_or(&[]);
+    let q = View4::new(at(q0), [batch, c.heads, q_seq, c.head_dim], [q_seq * width, c.head_dim, width, 1])?;
+    let k =
+        View4::new(at(k0), [batch, c.kv_heads, kv_seq, c.head_dim], [kv_seq * width, c.head_dim, width, 1])?;
     let v = View4::new(
-        &buf[v0..],
+        at(v0),
         [batch, c.kv_heads, kv_seq, c.value_dim],
         [kv_seq * width, c.value_dim, width, 1],
     )?;
@@ -487,3 +482,7 @@ fn next_uniform(state: &mut u64) -> f32 {
     z ^= z >> 31;
     ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
+
+#[cfg(test)]
+#[path = "mha_tests.rs"]
+mod tests;

@@ -169,7 +169,9 @@ fn main() -> ExitCode {
             let shape = decode_cmd::DecodeShape { batch, heads, kv_heads, kv_len, q_len, head_dim, dtype };
             report::with_pool(&common, |c| decode_cmd::run(c, shape))
         }),
-        Some(Command::Bench { op: BenchOp::Mha { d_model, heads, kv_heads, seq, batch, causal, common } }) => {
+        Some(Command::Bench {
+            op: BenchOp::Mha { d_model, heads, kv_heads, seq, batch, causal, common },
+        }) => {
             let shape = mha_cmd::MhaShape { d_model, heads, kv_heads, seq, batch, causal };
             report::with_pool(&common, |c| mha_cmd::run(c, shape))
         }

@@ -17,17 +17,28 @@ pub struct MhaShape {
 
 pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
     if s.heads == 0 || !s.d_model.is_multiple_of(s.heads) {
-        return Err(format!("--d-model {} must be a positive multiple of --heads {}", s.d_model, s.heads).into());
+        return Err(
+            format!("--d-model {} must be a positive multiple of --heads {}", s.d_model, s.heads).into()
+        );
     }
     let head_dim = s.d_model / s.heads;
-    let cfg = MhaConfig { d_model: s.d_model, heads: s.heads, kv_heads: s.kv_heads, head_dim, value_dim: head_dim, rope: None };
+    let cfg = MhaConfig {
+        d_model: s.d_model,
+        heads: s.heads,
+        kv_heads: s.kv_heads,
+        head_dim,
+        value_dim: head_dim,
+        rope: None,
+    };
     let mut layer = MultiHeadAttention::random(cfg, 7)?;
     layer.set_options(MatmulOptions { isa: Some(ctx.isa), ..Default::default() });
     let x = uniform(s.batch * s.seq * s.d_model, 3);
     let mut out = vec![0.0f32; x.len()];
-    let params = AttentionParams { causal: s.causal.then_some(CausalAlign::BottomRight), ..Default::default() };
+    let params =
+        AttentionParams { causal: s.causal.then_some(CausalAlign::BottomRight), ..Default::default() };
     layer.forward(&x, s.batch, s.seq, &mut out, &params)?;
-    let median_s = median_seconds(|| layer.forward(&x, s.batch, s.seq, &mut out, &params).expect("validated above"));
+    let median_s =
+        median_seconds(|| layer.forward(&x, s.batch, s.seq, &mut out, &params).expect("validated above"));
     let pairs = if s.causal { s.seq * (s.seq + 1) / 2 } else { s.seq * s.seq };
     let gflops = cfg.forward_flops(s.batch, s.seq, s.seq, pairs) / median_s / 1e9;
     let peak = peak_gflops(ctx)?;
@@ -40,6 +51,12 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
         s.kv_heads,
         if s.causal { "-causal" } else { "" }
     );
-    emit(ctx, "mha", &label, median_s, &[("gflops", gflops), ("peak_gflops", peak), ("pct_peak", 100.0 * gflops / peak)]);
+    emit(
+        ctx,
+        "mha",
+        &label,
+        median_s,
+        &[("gflops", gflops), ("peak_gflops", peak), ("pct_peak", 100.0 * gflops / peak)],
+    );
     Ok(())
 }
