@@ -23,7 +23,7 @@ use rayon::prelude::*;
 /// - `MC = 96`: a packed A panel is MC·KC·4 B = 96 KiB, well inside L2 with room for the C tiles
 ///   and the next B strips (measured: 144 and 72 were no faster on Zen 3).
 /// - `NC = 4080`: the shared packed B panel is KC·NC·4 B ≈ 4 MiB, resident in L3.
-pub const KC: usize = 256;
+pub const KC: usize = 384;
 /// Rows of A per packed panel (see [`KC`]).
 pub const MC: usize = 96;
 /// Columns of B per packed panel (see [`KC`]).
@@ -204,7 +204,7 @@ fn loop3(
 /// Packing A costs one pass over the panel; it pays once the panel is reused across several NR
 /// strips of B, or when A is short enough that its strided rows would not stay in L1.
 fn packing_a_pays(mc: usize, nc: usize) -> bool {
-    mc > MR && nc > 2 * NR
+    mc > MR && nc > 8 * NR
 }
 
 /// `C ← β·C`, never reading C when `β = 0` (for `k = 0`).

@@ -18,7 +18,7 @@
 use super::TileJob;
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
 use crate::isa::Simd;
-use crate::softmax::{all_finite, exp, mul_rows, scale_row, softcap_row};
+use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
 use crate::view::{MatMut, MatRef};
 
 /// The query axis is padded to whole microkernel strips (NR = 16, also a multiple of every LANES).
@@ -98,11 +98,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         // While this tile computes, start pulling the next one in: decoding streams K and V from
         // DRAM once, and the microkernel's interleaved row walk is too slow a pattern for the
         // hardware prefetcher alone.
+        // Prefill reuses each K/V tile across every Q tile and finds it in L2/L3: no software
+        // prefetch there (measured slower). Decoding prefetches row by row below.
         let next = bc.min(k_hi - ke);
-        if matches!(layout, Layout::Transposed { .. }) && next > 0 {
-            job.k.prefetch(s, ke, next);
-            job.v.prefetch(s, ke, next);
-        }
 
         // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
         // The dot-product path reads K rows as contiguous vectors.
@@ -386,11 +384,11 @@ fn online_softmax<S: Simd>(
             // Data second: max returns its second operand's NaN, so a NaN score sticks.
             let m_new = s.max(m_old, mx);
             let m_safe = s.max(floor, m_new);
-            let a = exp(s, s.sub(m_old, m_safe));
+            let a = exp_nonpositive(s, s.sub(m_old, m_safe));
             let mut sum = s.splat(0.0);
             for j in 0..n {
                 let p_ptr = st.as_mut_ptr().add(j * mp + c);
-                let p = exp(s, s.sub(s.load(p_ptr), m_safe));
+                let p = exp_nonpositive(s, s.sub(s.load(p_ptr), m_safe));
                 s.store(p_ptr, p);
                 sum = s.add(sum, p);
             }
