@@ -102,13 +102,14 @@ impl<'a> KvMat<'a> {
             }),
         }
     }
-    /// Prefetch hints for rows `r0..r0 + n`.
-    fn prefetch<S: crate::isa::Simd>(&self, s: S, r0: usize, n: usize) {
-        let cols = self.cols();
+    /// Prefetch hints for every cache line of row `j` (no bounds check needed: a prefetch
+    /// never faults, and `j` is a valid row anyway).
+    #[inline(always)]
+    fn prefetch_row<S: crate::isa::Simd>(&self, s: S, j: usize) {
         match self {
-            KvMat::F32(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
-            KvMat::F16(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
-            KvMat::Bf16(m) => tile::prefetch_rows(s, m.block(r0, 0, n, cols)),
+            KvMat::F32(m) => tile::prefetch_row(s, m, j),
+            KvMat::F16(m) => tile::prefetch_row(s, m, j),
+            KvMat::Bf16(m) => tile::prefetch_row(s, m, j),
         }
     }
 }

@@ -116,8 +116,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 // this tile works on its row j.
                 let ahead = |j: usize| {
                     if j < next {
-                        job.k.prefetch(s, ke + j, 1);
-                        job.v.prefetch(s, ke + j, 1);
+                        job.k.prefetch_row(s, ke + j);
+                        job.v.prefetch_row(s, ke + j);
                     }
                 };
                 scores_by_dot(s, k_tile, q_mat, mp, st_buf, ahead)
@@ -400,16 +400,14 @@ fn online_softmax<S: Simd>(
     }
 }
 
-/// Prefetch hints for every cache line of `m`'s rows (assuming unit column stride; for other
+/// Prefetch hints for every cache line of row `j` of `m` (assuming unit column stride; for other
 /// strides the hints are merely less useful, never unsafe).
 #[inline(always)]
-pub(super) fn prefetch_rows<S: Simd, T: Copy>(s: S, m: MatRef<'_, T>) {
-    let line = (64 / size_of::<T>()).max(1);
-    let row_len = (m.cols().saturating_sub(1)) * m.col_stride() + 1;
-    for j in 0..m.rows() {
-        let row = m.ptr().wrapping_add(j * m.row_stride());
-        for off in (0..row_len).step_by(line) {
-            s.prefetch(row.wrapping_add(off).cast());
-        }
+pub(super) fn prefetch_row<S: Simd, T: Copy>(s: S, m: &MatRef<'_, T>, j: usize) {
+    let line = 64 / size_of::<T>();
+    let row = m.ptr().wrapping_add(j * m.row_stride());
+    let len = m.cols() * m.col_stride();
+    for off in (0..len).step_by(line) {
+        s.prefetch_far(row.wrapping_add(off).cast());
     }
 }

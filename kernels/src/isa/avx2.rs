@@ -96,6 +96,11 @@ impl Simd for Avx2Fma {
         }
     }
     #[inline(always)]
+    fn prefetch_far(self, p: *const f32) {
+        // SAFETY: prefetch is a hint that never faults, even on an invalid address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+    }
+    #[inline(always)]
     unsafe fn load_f16(self, p: *const u16) -> __m256 {
         // SAFETY: the caller guarantees 8 readable values (16 bytes); the token proves F16C.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }

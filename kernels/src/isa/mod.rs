@@ -67,6 +67,9 @@ pub trait Simd: Copy + Send + Sync + 'static {
     unsafe fn load_bf16(self, p: *const u16) -> Self::V;
     /// Hints the cache line holding `p` into L1. Never faults, whatever `p` is.
     fn prefetch(self, p: *const f32);
+    /// Hints the cache line holding `p` into L2 only: for data needed thousands of cycles from
+    /// now, which would only evict the working set if pulled into L1. Never faults.
+    fn prefetch_far(self, p: *const f32);
     /// Eight horizontal sums at once: lane i of the result is the sum of the lanes of `v[i]`
     /// (for 8-lane tokens; a transpose-and-add, far cheaper than eight separate reductions).
     fn sum8(self, v: [Self::V; 8]) -> Self::V;

@@ -65,6 +65,16 @@ impl Simd for Portable {
         wide::bytemuck::cast(bits)
     }
     #[inline(always)]
+    fn prefetch_far(self, p: *const f32) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetch is a hint that never faults, even on an invalid address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+    #[inline(always)]
     unsafe fn load_f16(self, p: *const u16) -> f32x8 {
         // SAFETY: the caller guarantees 8 readable values at `p`.
         let bits = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
