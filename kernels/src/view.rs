@@ -191,6 +191,17 @@ impl<'a> MatMut<'a> {
         unsafe { *self.ptr.add(i * self.row_stride + j * self.col_stride) }
     }
 
+    /// Row `i` as a mutable slice when the columns are contiguous (unit column stride), else `None`;
+    /// panics when `i` is out of range.
+    pub fn row_mut(&mut self, i: usize) -> Option<&mut [f32]> {
+        assert!(i < self.rows, "row {i} outside {} rows", self.rows);
+        (self.col_stride == 1 || self.cols <= 1).then(|| {
+            // SAFETY: with unit column stride (or one column) row i is `cols` consecutive
+            // elements inside the borrowed slice (checked in `new`), owned exclusively by this view.
+            unsafe { core::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride), self.cols) }
+        })
+    }
+
     /// Writes element `(i, j)`; panics when out of range.
     pub fn set(&mut self, i: usize, j: usize, value: f32) {
         assert!(i < self.rows && j < self.cols, "MatMut::set({i}, {j}) outside {}×{}", self.rows, self.cols);

@@ -58,8 +58,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     for (h, head) in job.heads.iter().enumerate() {
         for i in 0..rows {
             let dst = &mut q_rows[(h * rows + i) * d..][..d];
-            for (p, x) in dst.iter_mut().enumerate() {
-                *x = head.q.at(i, p) * job.scale;
+            match head.q.row_slice(i) {
+                Some(src) => dst.iter_mut().zip(src).for_each(|(x, &q)| *x = q * job.scale),
+                None => dst.iter_mut().enumerate().for_each(|(p, x)| *x = head.q.at(i, p) * job.scale),
             }
         }
         let sink = head.sink.unwrap_or(f32::NEG_INFINITY);
@@ -206,8 +207,10 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             let r = h * rows + i;
             let l = l_buf[r];
             let (inv, lse) = if l == 0.0 { (0.0, f32::NEG_INFINITY) } else { (1.0 / l, m_buf[r] + l.ln()) };
-            for c in 0..dv {
-                head.out.set(i, c, if l == 0.0 { 0.0 } else { o_buf[layout.o_index(r, c)] * inv });
+            let value = |c: usize| if l == 0.0 { 0.0 } else { o_buf[layout.o_index(r, c)] * inv };
+            match head.out.row_mut(i) {
+                Some(row) => row.iter_mut().enumerate().for_each(|(c, x)| *x = value(c)),
+                None => (0..dv).for_each(|c| head.out.set(i, c, value(c))),
             }
             if let Some(out) = head.lse.as_deref_mut() {
                 out[i] = lse;
