@@ -40,18 +40,20 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     if m_rows == 0 {
         return;
     }
-    let mp = padded_rows(m_rows);
+    // Scratch is laid out for the widest padding; the row-wise layout only needs whole vectors.
+    let mp_alloc = padded_rows(m_rows);
+    let mp = if m_rows <= ROWWISE_MAX_ROWS { m_rows.next_multiple_of(S::LANES) } else { mp_alloc };
     let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
     let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
-    let (st_buf, rest) = rest.split_at_mut(bc * mp);
+    let (st_buf, rest) = rest.split_at_mut(bc * mp_alloc);
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
     let (k_conv, rest) = rest.split_at_mut(bc * d);
     let (v_conv, rest) = rest.split_at_mut(bc * dv);
     let (v_pack, rest) = rest.split_at_mut(PackedB::len_for(bc, dv));
-    let (o_buf, rest) = rest.split_at_mut(dv * mp);
-    let (m_buf, rest) = rest.split_at_mut(mp);
-    let (l_buf, rest) = rest.split_at_mut(mp);
-    let alpha_buf = &mut rest[..mp];
+    let (o_buf, rest) = rest.split_at_mut(dv * mp_alloc);
+    let (m_buf, rest) = rest.split_at_mut(mp_alloc);
+    let (l_buf, rest) = rest.split_at_mut(mp_alloc);
+    let (m_buf, l_buf, alpha_buf) = (&mut m_buf[..mp], &mut l_buf[..mp], &mut rest[..mp]);
 
     // Q, pre-scaled (S = (scale·Q)·Kᵀ saves a pass per tile), stacked head by head, then packed
     // as Qᵀ strips of 16 queries.
