@@ -132,24 +132,30 @@ fn pack_panel<const W: usize>(
         unsafe { *base.add((r0 + p) * rs + (c0 + j) * cs) }
     };
     if width == W && cs == 1 {
-        // Unit column stride: each row is W contiguous floats (the compiler emits vector copies).
-        for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = at(p, j);
-            }
-        }
-    } else if width == W && rs == 1 {
-        // Unit row stride: walk down each column contiguously and scatter.
-        for j in 0..W {
-            for p in 0..depth {
-                out[p * W + j] = at(p, j);
-            }
-        }
+        // Unit column stride: each output row is W contiguous floats (vector copies).
+        fill_rows::<W>(out, depth, |p, j| {
+            // SAFETY: as for `at`; with cs = 1 the offset is (r0 + p)·rs + c0 + j.
+            unsafe { *base.add((r0 + p) * rs + c0 + j) }
+        });
+    } else if width == W {
+        // Other strides (a row-major A, a transposed row-major B): W read streams gathered into
+        // contiguous output rows.
+        fill_rows::<W>(out, depth, at);
     } else {
         for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
             for (j, x) in row.iter_mut().enumerate() {
                 *x = if j < width { at(p, j) } else { 0.0 };
             }
+        }
+    }
+}
+
+/// `out[p·W + j] = value(p, j)` for `p < depth`, `j < W`, row by row.
+#[inline(always)]
+fn fill_rows<const W: usize>(out: &mut [f32], depth: usize, value: impl Fn(usize, usize) -> f32) {
+    for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = value(p, j);
         }
     }
 }
