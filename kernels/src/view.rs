@@ -118,7 +118,10 @@ impl<'a, T: Copy> MatRef<'a, T> {
     /// Row `i` as a slice when the columns are contiguous (unit column stride), else `None`.
     pub fn row_slice(&self, i: usize) -> Option<&'a [T]> {
         assert!(i < self.rows, "row {i} outside {} rows", self.rows);
-        (self.col_stride == 1 || self.cols <= 1).then(|| &self.data[i * self.row_stride..][..self.cols])
+        if self.cols == 0 {
+            return Some(&[]); // a view without elements may not reach row i's offset at all
+        }
+        (self.col_stride == 1 || self.cols == 1).then(|| &self.data[i * self.row_stride..][..self.cols])
     }
 
     /// Pointer to element `(0, 0)`. Every `(i, j)` in range is at `ptr + i·rs + j·cs`.
@@ -195,7 +198,10 @@ impl<'a> MatMut<'a> {
     /// panics when `i` is out of range.
     pub fn row_mut(&mut self, i: usize) -> Option<&mut [f32]> {
         assert!(i < self.rows, "row {i} outside {} rows", self.rows);
-        (self.col_stride == 1 || self.cols <= 1).then(|| {
+        if self.cols == 0 {
+            return Some(&mut []); // no elements, and no offset to take
+        }
+        (self.col_stride == 1 || self.cols == 1).then(|| {
             // SAFETY: with unit column stride (or one column) row i is `cols` consecutive
             // elements inside the borrowed slice (checked in `new`), owned exclusively by this view.
             unsafe { core::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride), self.cols) }
