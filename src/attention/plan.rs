@@ -33,25 +33,6 @@ fn keys_per_tile(d: usize, dv: usize) -> usize {
     if d.max(dv) <= 128 { 192 } else { 96 }
 }
 
-/// Query rows up to which a call counts as decoding: items are then split along the keys
-/// (flash-decoding) so that every core streams its own part of a long KV cache.
-const DECODE_MAX_Q: usize = 16;
-
-/// Keys per split when decoding: enough to amortise the item's setup and the merge, few enough
-/// that a 4096-key cache still spreads over 4 splits per KV head.
-const KEYS_PER_SPLIT: usize = 1024;
-
-/// "No limit" for a key-rule side; far from overflow when a row index is added.
-const UNBOUNDED: i64 = 1 << 60;
-
-/// Keys per K/V tile, a multiple of the microkernel's MR = 6 (the keys are the rows of Sᵀ = K·Qᵀ).
-/// At d = 128 a K or V tile is 144·128·4 B = 72 KiB, read from L2 beside the item's Qᵀ, Sᵀ and Oᵀ;
-/// wider heads halve it. Measured on Zen 3 (L = 2048, 1 thread): 96 → 144 gained about 5%, 192
-/// gained nothing more and wastes work on causal diagonal tiles.
-fn keys_per_tile(d: usize, dv: usize) -> usize {
-    if d.max(dv) <= 128 { 288 } else { 72 }
-}
-
 /// The shape of the work, decided from the shapes alone.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Plan {
