@@ -10,6 +10,8 @@
 //! Throughput is in elements = kept flops (4·B·H·Lq·Lk·d, half for causal with Lq = Lk), so
 //! criterion's "elem/s" reads as FLOP/s. The FMA peak is printed first to turn rates into ratios.
 
+mod common;
+use common::uniform;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flashcpu::{
     AttentionParams, CausalAlign, IsaKind, MatMut, MatRef, MatmulOptions, Parallelism, View4, View4Mut,
@@ -18,18 +20,6 @@ use flashcpu::{
 use std::time::Duration;
 
 const HEADS: usize = 32;
-
-fn uniform(len: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 struct Case {
     len: usize,

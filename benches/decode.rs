@@ -9,6 +9,8 @@
 //! Throughput is in bytes of K and V read per call, so criterion reports GB/s; the memory read
 //! bandwidth measured in the same run is printed first to turn it into a ratio.
 
+mod common;
+use common::uniform;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flashcpu::{AttentionParams, CausalAlign, KvCache, KvCacheConfig, KvDtype, View4, View4Mut};
 use std::time::Duration;
@@ -17,18 +19,6 @@ const HEADS: usize = 32;
 const KV_HEADS: usize = 8;
 const D: usize = 128;
 const CHUNK: usize = 1024;
-
-fn uniform(len: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn filled(kv_len: usize, dtype: KvDtype) -> KvCache {
     let cfg = KvCacheConfig {
@@ -43,8 +33,8 @@ fn filled(kv_len: usize, dtype: KvDtype) -> KvCache {
     let mut cache = KvCache::new(cfg).unwrap();
     for start in (0..kv_len).step_by(CHUNK) {
         let n = CHUNK.min(kv_len - start);
-        let k = uniform(KV_HEADS * n * D, start as u32 + 1);
-        let v = uniform(KV_HEADS * n * D, start as u32 + 2);
+        let k = uniform(KV_HEADS * n * D, start as u64 + 1);
+        let v = uniform(KV_HEADS * n * D, start as u64 + 2);
         cache
             .append_all(
                 View4::bhld(&k, [1, KV_HEADS, n, D]).unwrap(),

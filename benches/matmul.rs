@@ -17,6 +17,8 @@
 //! Every ISA is named explicitly, so `FLASHCPU_ISA` changes nothing here. Run on a quiet machine:
 //! the 2-thread rows need two otherwise idle cores.
 
+mod common;
+use common::uniform;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use flashcpu::{MatMut, MatRef, MatmulOptions, Parallelism, available_isas, matmul_with};
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -43,19 +45,6 @@ const THREADS: [usize; 2] = [1, 2];
 /// Products of at least this many FLOPs take 10 flat samples (one 2048³ product is ~0.2 s on
 /// one core; criterion's default of 100 linear samples would need minutes per id).
 const BIG: usize = 1 << 30;
-
-/// Uniform values in [-1, 1) from a fixed seed, so every implementation multiplies the same data.
-fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 fn bench_shape(criterion: &mut Criterion, pools: &[(usize, ThreadPool)], (m, k, n): (usize, usize, usize)) {
     let shape = format!("{m}x{k}x{n}");

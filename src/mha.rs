@@ -218,10 +218,7 @@ impl MultiHeadAttention {
             return Ok(());
         }
         let width = c.qkv_width();
-        self.qkv.resize(tokens * width, 0.0);
-        self.project(x, tokens, 0, width, Part::Fused)?;
-        let mut qkv = std::mem::take(&mut self.qkv);
-        self.rope_in_place(&mut qkv, (batch, seq, width), c.heads, Some(c.q_width()), |_| 0);
+        let qkv = self.fused_qkv(x, (batch, seq), |_| 0)?;
         let (q, k, v) =
             qkv_views(&c, &qkv, batch, seq, seq, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
         let result = self.attend_and_project(q, k, v, batch, seq, out, params);
@@ -293,12 +290,8 @@ impl MultiHeadAttention {
         if tokens == 0 {
             return Ok(());
         }
-        let width = c.qkv_width();
-        self.qkv.resize(tokens * width, 0.0);
-        self.project(x, tokens, 0, width, Part::Fused)?;
-        let mut qkv = std::mem::take(&mut self.qkv);
         let starts: Vec<usize> = (0..batch).map(|b| cache.len(b)).collect();
-        self.rope_in_place(&mut qkv, (batch, n, width), c.heads, Some(c.q_width()), |b| starts[b]);
+        let qkv = self.fused_qkv(x, (batch, n), |b| starts[b])?;
         let result = self.append_and_attend(&qkv, (batch, n), &starts, cache, out, params);
         self.qkv = qkv;
         result
@@ -340,6 +333,24 @@ impl MultiHeadAttention {
         check_len("x", x, tokens * self.cfg.d_model)?;
         check_len("out", out, tokens * self.cfg.d_model)?;
         Ok(tokens)
+    }
+
+    /// The fused projection `x·[W_Q | W_K | W_V]` with RoPE applied to Q and K (token t of
+    /// sequence b at position `start(b) + t`), taken out of the layer's scratch; the caller puts it
+    /// back into `self.qkv` when done so the allocation is reused.
+    fn fused_qkv(
+        &mut self,
+        x: &[f32],
+        (batch, seq): (usize, usize),
+        start: impl Fn(usize) -> usize,
+    ) -> Result<Vec<f32>> {
+        let c = self.cfg;
+        let width = c.qkv_width();
+        self.qkv.resize(batch * seq * width, 0.0);
+        self.project(x, batch * seq, 0, width, Part::Fused)?;
+        let mut qkv = std::mem::take(&mut self.qkv);
+        self.rope_in_place(&mut qkv, (batch, seq, width), c.heads, Some(c.q_width()), start);
+        Ok(qkv)
     }
 
     /// `dst[.., ..width] = x · W[:, col0..col0 + width] (+ bias)` into the scratch of `part`.
