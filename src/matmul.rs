@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::isa::{IsaKind, resolve};
 use crate::scratch::{Slot, empty_slot, with_buffer};
 use crate::view::{MatMut, MatRef};
-use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, macro_kernel};
+use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, Rhs, macro_kernel};
 use flashcpu_kernels::{Isa, view as kv};
 use rayon::prelude::*;
 
@@ -125,6 +125,10 @@ pub(crate) fn gemm(
         Parallelism::Rayon => rayon::current_num_threads(),
         Parallelism::Sequential => 1,
     };
+    if m <= SMALL_M && Rhs::direct(b).is_some() {
+        small_m(isa, threads, alpha, a, b, beta, c);
+        return;
+    }
     // LOOP 5 (JC): n in NC blocks.
     let mut c_rest = c.rb();
     for jc in (0..n).step_by(NC) {
@@ -142,6 +146,54 @@ pub(crate) fn gemm(
                 loop3(isa, threads, alpha, a_blk, b_pack, beta_pc, c_jc.rb());
             });
         }
+    }
+}
+
+/// Rows of A up to which B is read in place instead of packed (a few tokens being decoded through
+/// a projection): packing would read and write every weight once more than the product itself
+/// reads it.
+const SMALL_M: usize = 16;
+
+/// Depth of one pass of the small-m path: a 64-row slab of B (contiguous in a row-major weight)
+/// is walked strip by strip, so a strip's rows stay within a few pages.
+const SMALL_M_KC: usize = 64;
+
+/// Columns per work item of the small-m path (whole NR strips).
+const SMALL_M_NCHUNK: usize = 16 * NR;
+
+/// `C ← α·A·B + β·C` for few rows of A and a B whose rows are whole unit-stride strips: column
+/// chunks in parallel, each walking k in [`SMALL_M_KC`] slabs with B read in place. The k order
+/// per element is fixed by the shape, so any thread count gives the same bits.
+fn small_m(
+    isa: Isa,
+    threads: usize,
+    alpha: f32,
+    a: kv::MatRef<'_>,
+    b: kv::MatRef<'_>,
+    beta: f32,
+    c: kv::MatMut<'_>,
+) {
+    let (k, n) = (a.cols(), b.cols());
+    let mut chunks = Vec::with_capacity(n.div_ceil(SMALL_M_NCHUNK));
+    let mut rest = c;
+    for j0 in (0..n).step_by(SMALL_M_NCHUNK) {
+        let (chunk, right) = rest.split_at_col(SMALL_M_NCHUNK.min(n - j0));
+        rest = right;
+        chunks.push((j0, chunk));
+    }
+    let run = |(j0, mut chunk): (usize, kv::MatMut<'_>)| {
+        let nc = chunk.cols();
+        for pc in (0..k).step_by(SMALL_M_KC) {
+            let kc = SMALL_M_KC.min(k - pc);
+            let rhs = Rhs::direct(b.block(pc, j0, kc, nc)).expect("a column block of a direct B is direct");
+            let beta_pc = if pc == 0 { beta } else { 1.0 };
+            macro_kernel(isa, Lhs::Strided(a.block(0, pc, a.rows(), kc)), rhs, chunk.rb(), alpha, beta_pc);
+        }
+    };
+    if threads > 1 && chunks.len() > 1 {
+        chunks.into_par_iter().for_each(run);
+    } else {
+        chunks.into_iter().for_each(run);
     }
 }
 

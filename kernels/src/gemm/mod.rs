@@ -77,18 +77,26 @@ pub enum Rhs<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct DirectB<'a>(MatRef<'a>);
 
+impl<'a> From<PackedB<'a>> for Rhs<'a> {
+    fn from(b: PackedB<'a>) -> Self {
+        Rhs::Packed(b)
+    }
+}
+
 impl<'a> Rhs<'a> {
     /// `b` read in place if its layout allows, else `None` (pack it instead).
     pub fn direct(b: MatRef<'a>) -> Option<Rhs<'a>> {
         (b.col_stride() == 1 && b.cols().is_multiple_of(NR)).then_some(Rhs::Direct(DirectB(b)))
     }
-    fn depth(&self) -> usize {
+    /// Rows (the k of the product).
+    pub fn depth(&self) -> usize {
         match self {
             Rhs::Packed(b) => b.depth(),
             Rhs::Direct(b) => b.0.rows(),
         }
     }
-    fn cols(&self) -> usize {
+    /// Columns.
+    pub fn cols(&self) -> usize {
         match self {
             Rhs::Packed(b) => b.cols(),
             Rhs::Direct(b) => b.0.cols(),
@@ -108,7 +116,8 @@ impl<'a> Rhs<'a> {
 /// `C` is `mc × nc`. With `β = 0`, C is written without being read.
 ///
 /// Panics if the shapes disagree (an O(1) check per call).
-pub fn macro_kernel(isa: Isa, a: Lhs<'_>, b: PackedB<'_>, c: MatMut<'_>, alpha: f32, beta: f32) {
+pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'_>, alpha: f32, beta: f32) {
+    let b = b.into();
     assert!(
         a.rows() == c.rows() && b.cols() == c.cols() && a.depth() == b.depth(),
         "macro_kernel: A {}×{}, B {}×{}, C {}×{}",
@@ -119,7 +128,6 @@ pub fn macro_kernel(isa: Isa, a: Lhs<'_>, b: PackedB<'_>, c: MatMut<'_>, alpha: 
         c.rows(),
         c.cols()
     );
-    let b = Rhs::Packed(b);
     dispatch!(isa,
         portable => macro_kernel_body(crate::isa::Portable, a, b, c, alpha, beta),
         // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
