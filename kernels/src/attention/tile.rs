@@ -364,6 +364,9 @@ fn transform_scores<S: Simd>(
 /// `m' = max(m, colmax)`, `P = e^(Sᵀ − m')` in place, `l' = α·l + ΣP`, `α = e^(m − m')` (left in
 /// `alpha` for the caller to rescale O). While a column has seen only −∞, `m'` stands in as
 /// −f32::MAX for the subtraction, so P = 0 and α = 0 instead of NaN.
+///
+/// Columns go four vectors at a time, so a tile larger than L1 (192 keys × 64 queries is 48 KiB)
+/// streams from L2 twice per pass rather than once per vector of columns.
 #[inline(always)]
 fn online_softmax<S: Simd>(
     s: S,
@@ -376,31 +379,64 @@ fn online_softmax<S: Simd>(
 ) {
     let lanes = S::LANES;
     debug_assert!(mp.is_multiple_of(lanes) && st.len() >= n * mp && m.len() >= mp);
+    let mut c = 0;
+    while c + 4 * lanes <= mp {
+        softmax_columns::<S, 4>(s, c, mp, n, st, m, l, alpha);
+        c += 4 * lanes;
+    }
+    while c < mp {
+        softmax_columns::<S, 1>(s, c, mp, n, st, m, l, alpha);
+        c += lanes;
+    }
+}
+
+/// [`online_softmax`] for the `G·LANES` columns starting at `c0`.
+#[allow(clippy::too_many_arguments)] // the tile and the three state rows
+#[inline(always)]
+fn softmax_columns<S: Simd, const G: usize>(
+    s: S,
+    c0: usize,
+    mp: usize,
+    n: usize,
+    st: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let lanes = S::LANES;
     let floor = s.splat(-f32::MAX);
-    for c in (0..mp).step_by(lanes) {
-        // SAFETY: c + LANES ≤ mp and j < n, so every access is inside the n·mp tile or the mp-long
-        // state rows.
-        unsafe {
-            let mut mx = s.splat(f32::NEG_INFINITY);
-            for j in 0..n {
-                mx = s.max(mx, s.load(st.as_ptr().add(j * mp + c)));
+    let col = |g: usize| c0 + g * lanes;
+    // SAFETY: c0 + G·LANES ≤ mp and j < n, so every access is inside the n·mp tile or the
+    // mp-long state rows.
+    unsafe {
+        let mut mx = [s.splat(f32::NEG_INFINITY); G];
+        for j in 0..n {
+            for (g, x) in mx.iter_mut().enumerate() {
+                *x = s.max(*x, s.load(st.as_ptr().add(j * mp + col(g))));
             }
-            let m_old = s.load(m.as_ptr().add(c));
+        }
+        let mut m_safe = [floor; G];
+        for (g, safe) in m_safe.iter_mut().enumerate() {
+            let m_old = s.load(m.as_ptr().add(col(g)));
             // Data second: max returns its second operand's NaN, so a NaN score sticks.
-            let m_new = s.max(m_old, mx);
-            let m_safe = s.max(floor, m_new);
-            let a = exp_nonpositive(s, s.sub(m_old, m_safe));
-            let mut sum = s.splat(0.0);
-            for j in 0..n {
-                let p_ptr = st.as_mut_ptr().add(j * mp + c);
-                let p = exp_nonpositive(s, s.sub(s.load(p_ptr), m_safe));
+            let m_new = s.max(m_old, mx[g]);
+            *safe = s.max(floor, m_new);
+            s.store(m.as_mut_ptr().add(col(g)), m_new);
+            s.store(alpha.as_mut_ptr().add(col(g)), exp_nonpositive(s, s.sub(m_old, *safe)));
+        }
+        let mut sum = [s.splat(0.0); G];
+        for j in 0..n {
+            for (g, acc) in sum.iter_mut().enumerate() {
+                let p_ptr = st.as_mut_ptr().add(j * mp + col(g));
+                let p = exp_nonpositive(s, s.sub(s.load(p_ptr), m_safe[g]));
                 s.store(p_ptr, p);
-                sum = s.add(sum, p);
+                *acc = s.add(*acc, p);
             }
-            s.store(m.as_mut_ptr().add(c), m_new);
-            s.store(alpha.as_mut_ptr().add(c), a);
-            let l_ptr = l.as_mut_ptr().add(c);
-            s.store(l_ptr, s.mul_add(s.load(l_ptr), a, sum));
+        }
+        for (g, acc) in sum.iter().enumerate() {
+            let l_ptr = l.as_mut_ptr().add(col(g));
+            let a = s.load(alpha.as_ptr().add(col(g)));
+            s.store(l_ptr, s.mul_add(s.load(l_ptr), a, *acc));
         }
     }
 }
