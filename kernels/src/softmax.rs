@@ -200,6 +200,9 @@ pub unsafe fn softcap_row<S: Simd>(s: S, row: *mut f32, len: usize, cap: f32) {
 /// For every `r < rows`, `p + r·stride .. + len` must be readable.
 #[inline(always)]
 pub unsafe fn all_finite<S: Simd>(s: S, p: *const f32, rows: usize, len: usize, stride: usize) -> bool {
+    if len == 0 {
+        return true; // no elements; the rows' offsets may not even lie inside any allocation
+    }
     let lanes = S::LANES;
     let zero = s.splat(0.0);
     let mut acc = [zero; 4];

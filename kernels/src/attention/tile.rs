@@ -262,7 +262,8 @@ fn scores_by_dot<S: Simd>(
     let (n, d, rows) = (k.rows(), k.cols(), q.rows());
     let lanes = S::LANES;
     let body = d - d % lanes;
-    let row = |m: &MatRef<'_>, i: usize| m.ptr().wrapping_add(i * m.row_stride());
+    // Wrapping: a view without columns may carry any row stride; its pointers are never read.
+    let row = |m: &MatRef<'_>, i: usize| m.ptr().wrapping_add(i.wrapping_mul(m.row_stride()));
     let mut j0 = 0;
     while j0 + GROUP <= n && S::LANES == GROUP {
         (j0..j0 + GROUP).for_each(&ahead);
@@ -446,8 +447,8 @@ fn softmax_columns<S: Simd, const G: usize>(
 #[inline(always)]
 pub(super) fn prefetch_row<S: Simd, T: Copy>(s: S, m: &MatRef<'_, T>, j: usize) {
     let line = 64 / size_of::<T>();
-    let row = m.ptr().wrapping_add(j * m.row_stride());
-    let len = m.cols() * m.col_stride();
+    let row = m.ptr().wrapping_add(j.wrapping_mul(m.row_stride()));
+    let len = m.cols().wrapping_mul(m.col_stride());
     for off in (0..len).step_by(line) {
         s.prefetch_far(row.wrapping_add(off).cast());
     }

@@ -55,8 +55,10 @@ impl Lhs<'_> {
             }
             Lhs::Strided(a) => {
                 let last = a.rows() - 1;
-                let rows =
-                    core::array::from_fn(|i| a.ptr().wrapping_add((i0 + i).min(last) * a.row_stride()));
+                // Wrapping: with no columns (k = 0) any row stride is valid and nothing is read.
+                let rows = core::array::from_fn(|i| {
+                    a.ptr().wrapping_add((i0 + i).min(last).wrapping_mul(a.row_stride()))
+                });
                 LhsStrip { rows, col_step: a.col_stride() }
             }
         }
