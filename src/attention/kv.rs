@@ -14,37 +14,21 @@ mod sealed {
 
 /// An element type that K and V can be stored in: `f32`, `half::f16` or `half::bf16`.
 pub trait KvElement: Copy + Send + Sync + sealed::Sealed + 'static {
-    /// Short name, as used by the CLI (`f32`, `f16`, `bf16`).
-    const NAME: &'static str;
-    #[doc(hidden)]
-    fn kv_mat(m: kview::MatRef<'_, Self>) -> KvMat<'_>;
     #[doc(hidden)]
     fn kv_view(v: View4<'_, Self>) -> KvView<'_>;
 }
 
 impl KvElement for f32 {
-    const NAME: &'static str = "f32";
-    fn kv_mat(m: kview::MatRef<'_, Self>) -> KvMat<'_> {
-        KvMat::F32(m)
-    }
     fn kv_view(v: View4<'_, Self>) -> KvView<'_> {
         KvView::F32(v.0)
     }
 }
 impl KvElement for f16 {
-    const NAME: &'static str = "f16";
-    fn kv_mat(m: kview::MatRef<'_, Self>) -> KvMat<'_> {
-        KvMat::F16(m)
-    }
     fn kv_view(v: View4<'_, Self>) -> KvView<'_> {
         KvView::F16(v.0)
     }
 }
 impl KvElement for bf16 {
-    const NAME: &'static str = "bf16";
-    fn kv_mat(m: kview::MatRef<'_, Self>) -> KvMat<'_> {
-        KvMat::Bf16(m)
-    }
     fn kv_view(v: View4<'_, Self>) -> KvView<'_> {
         KvView::Bf16(v.0)
     }

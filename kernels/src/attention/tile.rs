@@ -55,8 +55,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let (l_buf, rest) = rest.split_at_mut(mp_alloc);
     let (m_buf, l_buf, alpha_buf) = (&mut m_buf[..mp], &mut l_buf[..mp], &mut rest[..mp]);
 
-    // Q, pre-scaled (S = (scale·Q)·Kᵀ saves a pass per tile), stacked head by head, then packed
-    // as Qᵀ strips of 16 queries.
+    // Q, pre-scaled (S = (scale·Q)·Kᵀ saves a pass per tile), stacked head by head; the
+    // transposed layout then packs it as Qᵀ strips of 16 queries.
     for (h, head) in job.heads.iter().enumerate() {
         for i in 0..rows {
             let dst = &mut q_rows[(h * rows + i) * d..][..d];
@@ -77,7 +77,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     // Few stacked rows (decoding): queries in lanes would leave most lanes empty, so scores are
     // dot products along d and O is kept row-major for `O += P·V` with V as the right operand.
     let layout = if m_rows <= ROWWISE_MAX_ROWS { Layout::Rows { dv } } else { Layout::Transposed { mp } };
-    let q_pack = PackedB::pack(q_mat.t(), q_buf);
+    let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack(q_mat.t(), q_buf));
 
     let first = job.q_start;
     let last = first + rows - 1;
@@ -98,11 +98,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             continue;
         }
 
-        // While this tile computes, start pulling the next one in: decoding streams K and V from
-        // DRAM once, and the microkernel's interleaved row walk is too slow a pattern for the
-        // hardware prefetcher alone.
-        // Prefill reuses each K/V tile across every Q tile and finds it in L2/L3: no software
-        // prefetch there (measured slower). Decoding prefetches row by row below.
+        // Keys in the next tile, for decoding's prefetch. Prefill reuses each K/V tile across
+        // every Q tile and finds it in L2/L3: no software prefetch there (measured slower).
         let next = bc.min(k_hi - ke);
 
         // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
@@ -112,6 +109,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             Layout::Transposed { .. } => {
                 let st_mat =
                     MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+                let q_pack = q_pack.expect("packed for the transposed layout");
                 macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
             }
             Layout::Rows { .. } => {
@@ -157,11 +155,13 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             v_tile
         } else {
             for (j, row) in v_buf.chunks_exact_mut(dv.max(1)).take(n).enumerate() {
+                let mut bad = false;
                 for (c, x) in row.iter_mut().enumerate() {
                     let v = v_tile.at(j, c);
+                    bad |= !v.is_finite();
                     *x = if v.is_finite() { v } else { 0.0 };
                 }
-                if (0..dv).any(|c| !v_tile.at(j, c).is_finite()) {
+                if bad {
                     bad_keys.push(j);
                 }
             }
