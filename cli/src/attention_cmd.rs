@@ -2,7 +2,7 @@
 //! own matmul (S = Q·Kᵀ materialised, softmax, O = P·V) so the flash win is visible.
 
 use crate::data::uniform;
-use crate::report::{CmdResult, Ctx, emit, median_seconds, peak_gflops};
+use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{
     AttentionParams, CausalAlign, MatMut, MatRef, MatmulOptions, View4, View4Mut, attention, matmul_with,
     reference,
@@ -87,21 +87,7 @@ pub fn run(ctx: &Ctx, shape: Shape, naive: bool) -> CmdResult {
 }
 
 fn report(ctx: &Ctx, op: &str, shape: Shape, median_s: f64, max_err: f64) -> CmdResult {
-    let gflops = shape.kept_flops() / median_s / 1e9;
-    let peak = peak_gflops(ctx)?;
-    emit(
-        ctx,
-        op,
-        &shape.label(),
-        median_s,
-        &[
-            ("gflops", gflops),
-            ("peak_gflops", peak),
-            ("pct_peak", 100.0 * gflops / peak),
-            ("max_abs_err", max_err),
-        ],
-    );
-    Ok(())
+    emit_rate(ctx, op, &shape.label(), median_s, shape.kept_flops(), &[("max_abs_err", max_err)])
 }
 
 /// Max |out − reference| over a few rows of the first and last head, each checked as a one-row

@@ -1,7 +1,7 @@
 //! `flashcpu bench matmul`.
 
 use crate::data::uniform;
-use crate::report::{CmdResult, Ctx, emit, median_seconds, peak_gflops};
+use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{MatMut, MatRef, MatmulOptions, matmul_with, reference};
 
 /// Rows checked against the f64 reference (the full check is O(m·n·k) in slow f64 loops).
@@ -24,9 +24,6 @@ pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
     };
     call(&mut c)?;
     let median_s = median_seconds(|| call(&mut c).expect("validated above"));
-    let flops = 2.0 * (m * n * k) as f64;
-    let gflops = flops / median_s / 1e9;
-    let peak = peak_gflops(ctx)?;
     let mut max_err = 0.0f64;
     for i in (0..m).step_by(m.div_ceil(CHECKED_ROWS).max(1)) {
         let row = reference::matmul_f64(MatRef::new(&a[i * k..], 1, k, k, 1)?, MatRef::row_major(&b, k, n)?);
@@ -34,17 +31,6 @@ pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
             max_err = max_err.max((f64::from(c[i * n + j]) - want).abs());
         }
     }
-    emit(
-        ctx,
-        "matmul",
-        &format!("{m}x{k}x{n}"),
-        median_s,
-        &[
-            ("gflops", gflops),
-            ("peak_gflops", peak),
-            ("pct_peak", 100.0 * gflops / peak),
-            ("max_abs_err", max_err),
-        ],
-    );
-    Ok(())
+    let flops = 2.0 * (m * n * k) as f64;
+    emit_rate(ctx, "matmul", &format!("{m}x{k}x{n}"), median_s, flops, &[("max_abs_err", max_err)])
 }

@@ -1,7 +1,7 @@
 //! `flashcpu bench mha`: one multi-head attention layer forward (projections + attention).
 
 use crate::data::uniform;
-use crate::report::{CmdResult, Ctx, emit, median_seconds, peak_gflops};
+use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{AttentionParams, CausalAlign, MatmulOptions, MhaConfig, MultiHeadAttention};
 
 /// Shape of one layer benchmark.
@@ -40,8 +40,6 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
     let median_s =
         median_seconds(|| layer.forward(&x, s.batch, s.seq, &mut out, &params).expect("validated above"));
     let pairs = if s.causal { s.seq * (s.seq + 1) / 2 } else { s.seq * s.seq };
-    let gflops = cfg.forward_flops(s.batch, s.seq, s.seq, pairs) / median_s / 1e9;
-    let peak = peak_gflops(ctx)?;
     let label = format!(
         "b{}s{}dm{}h{}kv{}{}",
         s.batch,
@@ -51,12 +49,5 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
         s.kv_heads,
         if s.causal { "-causal" } else { "" }
     );
-    emit(
-        ctx,
-        "mha",
-        &label,
-        median_s,
-        &[("gflops", gflops), ("peak_gflops", peak), ("pct_peak", 100.0 * gflops / peak)],
-    );
-    Ok(())
+    emit_rate(ctx, "mha", &label, median_s, cfg.forward_flops(s.batch, s.seq, s.seq, pairs), &[])
 }

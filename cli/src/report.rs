@@ -55,6 +55,24 @@ pub fn peak_gflops(ctx: &Ctx) -> Result<f64, flashcpu::Error> {
     flashcpu::peak::fma_peak_gflops(Some(ctx.isa), ctx.threads)
 }
 
+/// One line for a compute-bound operation: `flops` done in `median_s`, as GFLOP/s and as a share
+/// of the FMA peak measured now, plus `extra` keys (e.g. the error against the reference).
+pub fn emit_rate(
+    ctx: &Ctx,
+    op: &str,
+    shape: &str,
+    median_s: f64,
+    flops: f64,
+    extra: &[(&str, f64)],
+) -> CmdResult {
+    let gflops = flops / median_s / 1e9;
+    let peak = peak_gflops(ctx)?;
+    let mut fields = vec![("gflops", gflops), ("peak_gflops", peak), ("pct_peak", 100.0 * gflops / peak)];
+    fields.extend_from_slice(extra);
+    emit(ctx, op, shape, median_s, &fields);
+    Ok(())
+}
+
 /// One result line, as a table row or a JSON object. `fields` are extra numeric keys.
 pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f64)]) {
     if ctx.json {
