@@ -1,6 +1,7 @@
 //! The flash-attention work item: one Q tile of every query head in a KV-head group, walked across
 //! its K/V tiles with an online softmax. Threads, planning and validation live in `flashcpu`.
 
+mod rows;
 mod tile;
 
 use crate::gemm::PackedB;
@@ -45,7 +46,75 @@ pub enum KvMat<'a> {
     Bf16(MatRef<'a, bf16>),
 }
 
+/// Calls `$body` with `$m` bound to the typed matrix inside a [`KvMat`], whatever its storage, so
+/// generic kernels are instantiated once per storage type.
+macro_rules! with_kv {
+    ($kv:expr, $m:ident => $body:expr) => {
+        match $kv {
+            $crate::attention::KvMat::F32($m) => $body,
+            $crate::attention::KvMat::F16($m) => $body,
+            $crate::attention::KvMat::Bf16($m) => $body,
+        }
+    };
+}
+use with_kv;
+
+/// A K/V storage type that SIMD code widens to f32 in registers as it loads.
+pub(crate) trait Element: Copy {
+    /// The value as f32 (exact for all three types).
+    fn to_f32(self) -> f32;
+    /// `LANES` values from `p`, widened.
+    ///
+    /// # Safety
+    /// `p..p + S::LANES` must be readable.
+    unsafe fn load<S: crate::isa::Simd>(s: S, p: *const Self) -> S::V;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    unsafe fn load<S: crate::isa::Simd>(s: S, p: *const f32) -> S::V {
+        // SAFETY: the caller's contract.
+        unsafe { s.load(p) }
+    }
+}
+
+impl Element for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    unsafe fn load<S: crate::isa::Simd>(s: S, p: *const f16) -> S::V {
+        // SAFETY: the caller's contract; f16 is 16 raw bits.
+        unsafe { s.load_f16(p.cast()) }
+    }
+}
+
+impl Element for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    unsafe fn load<S: crate::isa::Simd>(s: S, p: *const bf16) -> S::V {
+        // SAFETY: the caller's contract; bf16 is 16 raw bits.
+        unsafe { s.load_bf16(p.cast()) }
+    }
+}
+
 impl<'a> KvMat<'a> {
+    /// Rows `r0..r0 + n`, in the storage type.
+    pub(crate) fn block(&self, r0: usize, n: usize) -> KvMat<'a> {
+        with_kv!(self, m => KvMat::from(m.block(r0, 0, n, m.cols())))
+    }
+    /// Whether each row is contiguous, as the row-wise decode kernels read it.
+    pub(crate) fn unit_cols(&self) -> bool {
+        with_kv!(self, m => m.col_stride() == 1 || m.cols() <= 1)
+    }
     /// Rows (keys).
     pub fn rows(&self) -> usize {
         match self {
@@ -102,15 +171,42 @@ impl<'a> KvMat<'a> {
             }),
         }
     }
-    /// Prefetch hints for every cache line of row `j` (no bounds check needed: a prefetch
-    /// never faults, and `j` is a valid row anyway).
+    /// Prefetch hints for the cache lines holding columns `c0..c1` of row `j`, meant for data
+    /// needed a tile from now. Assumes unit column stride: for other strides the hints are merely
+    /// less useful. No bounds check is needed: a prefetch never faults.
     #[inline(always)]
-    fn prefetch_row<S: crate::isa::Simd>(&self, s: S, j: usize) {
-        match self {
-            KvMat::F32(m) => tile::prefetch_row(s, m, j),
-            KvMat::F16(m) => tile::prefetch_row(s, m, j),
-            KvMat::Bf16(m) => tile::prefetch_row(s, m, j),
-        }
+    fn prefetch_cols<S: crate::isa::Simd>(&self, s: S, j: usize, c0: usize, c1: usize) {
+        with_kv!(self, m => prefetch_span(s, m, j, c0, c1))
+    }
+}
+
+/// See [`KvMat::prefetch_cols`].
+#[inline(always)]
+fn prefetch_span<S: crate::isa::Simd, T: Copy>(s: S, m: &MatRef<'_, T>, j: usize, c0: usize, c1: usize) {
+    let row = m.ptr().wrapping_add(j.wrapping_mul(m.row_stride()));
+    let line = 64 / size_of::<T>();
+    let mut c = c0;
+    while c < c1 {
+        s.prefetch_far(row.wrapping_add(c).cast());
+        c += line;
+    }
+}
+
+impl<'a> From<MatRef<'a, f32>> for KvMat<'a> {
+    fn from(m: MatRef<'a, f32>) -> Self {
+        KvMat::F32(m)
+    }
+}
+
+impl<'a> From<MatRef<'a, f16>> for KvMat<'a> {
+    fn from(m: MatRef<'a, f16>) -> Self {
+        KvMat::F16(m)
+    }
+}
+
+impl<'a> From<MatRef<'a, bf16>> for KvMat<'a> {
+    fn from(m: MatRef<'a, bf16>) -> Self {
+        KvMat::Bf16(m)
     }
 }
 
@@ -126,12 +222,17 @@ fn widen<'s, T: Copy>(
     chunk: impl Fn(*const T, *mut f32),
 ) -> MatRef<'s> {
     let (n, cols) = (m.rows(), m.cols());
+    let body = cols - cols % lanes;
     for (j, dst) in buf.chunks_exact_mut(cols.max(1)).take(n).enumerate() {
         match m.row_slice(j) {
             Some(src) => {
-                let body = cols - cols % lanes;
-                for c in (0..body).step_by(lanes) {
-                    chunk(src[c..c + lanes].as_ptr(), dst[c..c + lanes].as_mut_ptr());
+                // A plain pointer walk: this loop is where decoding first touches each K/V byte,
+                // and iterator and slice checks here cost as much as the conversion itself.
+                let (src_p, dst_p) = (src.as_ptr(), dst.as_mut_ptr());
+                let mut c = 0;
+                while c < body {
+                    chunk(src_p.wrapping_add(c), dst_p.wrapping_add(c));
+                    c += lanes;
                 }
                 for c in body..cols {
                     dst[c] = one(src[c]);
@@ -219,9 +320,8 @@ pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
     let padded = tile::padded_rows(rows);
     rows * d
         + PackedB::len_for(d, rows)
-        + bc * padded
+        + tile::scores_len(bc, rows)
         + bc * (d + 2 * dv)
-        + PackedB::len_for(bc, dv)
         + dv * padded
         + 3 * padded
 }

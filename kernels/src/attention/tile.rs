@@ -15,7 +15,7 @@
 //! 32+32+24+32+48 KiB ≈ 170 KiB, inside a 512 KiB L2; during each product one 16-query strip of
 //! the right operand (6–8 KiB) stays in L1 while the left operand's rows stream past it.
 
-use super::TileJob;
+use super::{KvMat, TileJob, rows, with_kv};
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
 use crate::isa::Simd;
 use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
@@ -45,11 +45,10 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let mp = if m_rows <= ROWWISE_MAX_ROWS { m_rows.next_multiple_of(S::LANES) } else { mp_alloc };
     let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
     let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
-    let (st_buf, rest) = rest.split_at_mut(bc * mp_alloc);
+    let (st_buf, rest) = rest.split_at_mut(scores_len(bc, m_rows));
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
     let (k_conv, rest) = rest.split_at_mut(bc * d);
     let (v_conv, rest) = rest.split_at_mut(bc * dv);
-    let (v_pack, rest) = rest.split_at_mut(PackedB::len_for(bc, dv));
     let (o_buf, rest) = rest.split_at_mut(dv * mp_alloc);
     let (m_buf, rest) = rest.split_at_mut(mp_alloc);
     let (l_buf, rest) = rest.split_at_mut(mp_alloc);
@@ -75,8 +74,12 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     o_buf.fill(0.0);
     let q_mat = MatRef::new(&*q_rows, m_rows, d, d, 1).expect("scratch sized by scratch_len");
     // Few stacked rows (decoding): queries in lanes would leave most lanes empty, so scores are
-    // dot products along d and O is kept row-major for `O += P·V` with V as the right operand.
-    let layout = if m_rows <= ROWWISE_MAX_ROWS { Layout::Rows { dv } } else { Layout::Transposed { mp } };
+    // dot products along d, one row of S per query, and O is kept row-major (see `rows`).
+    let layout = if m_rows <= ROWWISE_MAX_ROWS {
+        Layout::Rows { dv, ld: bc.next_multiple_of(LANE_PAD) }
+    } else {
+        Layout::Transposed { mp }
+    };
     let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack(q_mat.t(), q_buf));
 
     let first = job.q_start;
@@ -102,30 +105,39 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         // every Q tile and finds it in L2/L3: no software prefetch there (measured slower).
         let next = bc.min(k_hi - ke);
 
-        // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
-        // The dot-product path reads K rows as contiguous vectors.
-        let k_tile = job.k.rows_f32(s, kt, n, k_conv, matches!(layout, Layout::Rows { .. }));
         match layout {
             Layout::Transposed { .. } => {
+                // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
+                let k_tile = job.k.rows_f32(s, kt, n, k_conv, false);
                 let st_mat =
                     MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
                 let q_pack = q_pack.expect("packed for the transposed layout");
                 macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
             }
-            Layout::Rows { .. } => {
+            Layout::Rows { ld, .. } => {
                 // Decoding streams K and V from memory once: fetch the next tile's row j while
                 // this tile works on its row j.
                 let ahead = |j: usize| {
                     if j < next {
-                        job.k.prefetch_row(s, ke + j);
-                        job.v.prefetch_row(s, ke + j);
+                        job.k.prefetch_cols(s, ke + j, 0, d);
                     }
                 };
-                scores_by_dot(s, k_tile, q_mat, mp, st_buf, ahead)
+                // Contiguous rows are read in place, in their storage type.
+                let k_tile = if job.k.unit_cols() {
+                    job.k.block(kt, n)
+                } else {
+                    KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, true))
+                };
+                with_kv!(k_tile, k => rows::scores(s, q_mat, k, st_buf, ld, ahead));
             }
         }
-        transform_scores(s, &job, rows, mp, kt, n, full, st_buf);
-        online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf);
+        transform_scores(s, &job, rows, layout, kt, n, full, st_buf);
+        match layout {
+            Layout::Transposed { mp } => online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf),
+            Layout::Rows { ld, .. } => {
+                rows::online_softmax(s, m_rows, n, st_buf, ld, m_buf, l_buf, alpha_buf)
+            }
+        }
         if alpha_buf.iter().any(|&a| a != 1.0) {
             match layout {
                 Layout::Transposed { .. } => {
@@ -143,14 +155,30 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             }
         }
 
-        // Oᵀ += Vᵀ·P, V read in place. Non-finite V rows are kept out of the product (0·NaN would
-        // poison queries that give them zero weight) and added back only where the weight is
+        // Oᵀ += Vᵀ·P (O += P·V), V read in place. Where every row sees every key of the tile,
+        // NaN or ∞ in V may go straight through the product: it reaches exactly the rows that see
+        // it, which is all of them. Otherwise non-finite V rows are kept out of the product (0·NaN
+        // would poison rows that cannot see them) and added back only where the weight is
         // non-zero; they, and V with strided columns, go through a dense copy.
+        let all_see_all = full && job.heads.iter().all(|h| h.bias.is_none() && h.mask.is_none());
+        bad_keys.clear();
+        if let (true, Layout::Rows { ld, .. }, true) = (all_see_all, layout, job.v.unit_cols()) {
+            // The next tile's V rows are fetched column block by column block, at the pace the
+            // product reads this tile's.
+            let ahead = |j: usize, c0: usize, c1: usize| {
+                if j < next {
+                    job.v.prefetch_cols(s, ke + j, c0, c1);
+                }
+            };
+            with_kv!(job.v.block(kt, n), v => rows::accumulate_pv(s, st_buf, ld, m_rows, v, o_buf, ahead));
+            continue;
+        }
         let v_tile = job.v.rows_f32(s, kt, n, v_conv, false);
         // SAFETY: with unit column stride each of the tile's n rows is dv readable floats.
         let clean = v_tile.col_stride() == 1
-            && (job.v_known_finite || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
-        bad_keys.clear();
+            && (all_see_all
+                || job.v_known_finite
+                || unsafe { all_finite(s, v_tile.ptr(), n, dv, v_tile.row_stride()) });
         let v_lhs = if clean {
             v_tile
         } else {
@@ -174,21 +202,11 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
                 macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
             }
-            Layout::Rows { .. } => {
-                // P = (Sᵀ)ᵀ read through strides; V in place when its rows are whole strips.
-                let p_mat = MatRef::new(&*st_buf, m_rows, n, 1, mp).expect("scratch sized by scratch_len");
-                let v_rhs = match Rhs::direct(v_lhs) {
-                    Some(rhs) => rhs,
-                    None => Rhs::Packed(PackedB::pack(v_lhs, v_pack)),
-                };
-                let o_mat =
-                    MatMut::new(&mut *o_buf, m_rows, dv, dv, 1).expect("scratch sized by scratch_len");
-                macro_kernel_body(s, Lhs::Strided(p_mat), v_rhs, o_mat, 1.0, 1.0);
-            }
+            Layout::Rows { ld, .. } => rows::accumulate_pv(s, st_buf, ld, m_rows, v_lhs, o_buf, |_, _, _| ()),
         }
         for &j in &bad_keys {
             for r in 0..m_rows {
-                let p = st_buf[j * mp + r];
+                let p = st_buf[layout.p_index(r, j)];
                 if p != 0.0 {
                     // The product already holds this row's finite values (only the others were
                     // zeroed in the dense copy); add just the non-finite ones.
@@ -224,96 +242,49 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
 /// Stacked rows up to which an item uses the row-wise layout: one MR strip of the microkernel.
 const ROWWISE_MAX_ROWS: usize = crate::gemm::MR;
 
-/// Where O lives in scratch.
+/// Floats of scratch for one tile of scores, in either layout: Sᵀ is `bc × mp`; S is up to
+/// `ROWWISE_MAX_ROWS` rows of `bc` rounded up to whole strips.
+pub(super) fn scores_len(bc: usize, rows: usize) -> usize {
+    bc.next_multiple_of(LANE_PAD) * padded_rows(rows)
+}
+
+/// Where S (then P) and O live in scratch.
 #[derive(Clone, Copy)]
 enum Layout {
-    /// Oᵀ, `dv × mp`: queries in lanes (prefill).
+    /// Sᵀ `bc × mp` and Oᵀ `dv × mp`: queries in lanes (prefill).
     Transposed { mp: usize },
-    /// O, `rows × dv` (decoding).
-    Rows { dv: usize },
+    /// S `rows × ld` and O `rows × dv` (decoding).
+    Rows { dv: usize, ld: usize },
 }
 
 impl Layout {
+    /// Offset of S(r, j) (then P) in scratch.
+    #[inline(always)]
+    fn p_index(self, r: usize, j: usize) -> usize {
+        match self {
+            Layout::Transposed { mp } => j * mp + r,
+            Layout::Rows { ld, .. } => r * ld + j,
+        }
+    }
+
     /// Offset of O(r, c) in scratch.
     #[inline(always)]
     fn o_index(self, r: usize, c: usize) -> usize {
         match self {
             Layout::Transposed { mp } => c * mp + r,
-            Layout::Rows { dv } => r * dv + c,
+            Layout::Rows { dv, .. } => r * dv + c,
         }
     }
 }
 
-/// `Sᵀ[j][r] = K[j]·Q[r]` as dot products along d, for the few rows of a decode item. Keys go
-/// in groups of 8: the group's rows (8·d floats) stay in L1 while every query row runs 8
-/// independent FMA chains over them, and one `sum8` turns the 8 accumulators into 8 scores.
-/// `ahead(j)` is called once per key, so the caller can spread prefetches of the next tile over
-/// this one's work.
-#[inline(always)]
-fn scores_by_dot<S: Simd>(
-    s: S,
-    k: MatRef<'_>,
-    q: MatRef<'_>,
-    mp: usize,
-    st: &mut [f32],
-    ahead: impl Fn(usize),
-) {
-    const GROUP: usize = 8;
-    let (n, d, rows) = (k.rows(), k.cols(), q.rows());
-    let lanes = S::LANES;
-    let body = d - d % lanes;
-    // Wrapping: a view without columns may carry any row stride; its pointers are never read.
-    let row = |m: &MatRef<'_>, i: usize| m.ptr().wrapping_add(i.wrapping_mul(m.row_stride()));
-    let mut j0 = 0;
-    while j0 + GROUP <= n && S::LANES == GROUP {
-        (j0..j0 + GROUP).for_each(&ahead);
-        let kp: [*const f32; GROUP] = core::array::from_fn(|g| row(&k, j0 + g));
-        for r in 0..rows {
-            let qp = row(&q, r);
-            let mut acc = [s.splat(0.0); GROUP];
-            for p in (0..body).step_by(lanes) {
-                // SAFETY: rows of K and Q have unit column stride (the caller's contract) and
-                // p + LANES ≤ d, so every load is inside a row.
-                unsafe {
-                    let qv = s.load(qp.add(p));
-                    for (a, kr) in acc.iter_mut().zip(&kp) {
-                        *a = s.mul_add(s.load(kr.add(p)), qv, *a);
-                    }
-                }
-            }
-            let mut sums = [0.0f32; GROUP];
-            // SAFETY: `sums` holds GROUP = LANES floats.
-            unsafe { s.store(sums.as_mut_ptr(), s.sum8(acc)) };
-            for (g, x) in sums.iter().enumerate() {
-                let tail: f32 = (body..d).map(|p| k.at(j0 + g, p) * q.at(r, p)).sum();
-                st[(j0 + g) * mp + r] = x + tail;
-            }
-        }
-        j0 += GROUP;
-    }
-    for j in j0..n {
-        ahead(j);
-        for r in 0..rows {
-            let (kp, qp) = (row(&k, j), row(&q, r));
-            let mut acc = s.splat(0.0);
-            for p in (0..body).step_by(lanes) {
-                // SAFETY: as above.
-                unsafe { acc = s.mul_add(s.load(kp.add(p)), s.load(qp.add(p)), acc) };
-            }
-            let tail: f32 = (body..d).map(|p| k.at(j, p) * q.at(r, p)).sum();
-            st[j * mp + r] = s.reduce_sum(acc) + tail;
-        }
-    }
-}
-
-/// Softcap, ALiBi, bias and masks on the `n × mp` tile of Sᵀ (keys `kt..kt + n`), in that order.
+/// Softcap, ALiBi, bias and masks on the tile of scores for keys `kt..kt + n`, in that order.
 #[allow(clippy::too_many_arguments)] // one tile's geometry; a struct would only rename them
 #[inline(always)]
 fn transform_scores<S: Simd>(
     s: S,
     job: &TileJob<'_>,
     rows: usize,
-    mp: usize,
+    layout: Layout,
     kt: usize,
     n: usize,
     full: bool,
@@ -321,10 +292,13 @@ fn transform_scores<S: Simd>(
 ) {
     let m_rows = rows * job.heads.len();
     if let Some(cap) = job.softcap {
-        // SAFETY: the first n·mp floats of `st` are the tile.
-        unsafe { softcap_row(s, st.as_mut_ptr(), n * mp, cap) };
+        // Padding between rows or columns is capped too: harmless, it is never read as a score.
+        let extent = layout.p_index(m_rows - 1, n - 1) + 1;
+        // SAFETY: the scores of the tile end at `extent`, inside `st`.
+        unsafe { softcap_row(s, st[..extent].as_mut_ptr(), extent, cap) };
     }
-    // Column r of Sᵀ is query row i of head h.
+    let at = |r: usize, j: usize| layout.p_index(r, j);
+    // Score row r is query row i of head h.
     let columns = || (0..m_rows).map(|r| (r, r / rows, r % rows));
     for (r, h, i) in columns() {
         let head = &job.heads[h];
@@ -332,13 +306,13 @@ fn transform_scores<S: Simd>(
         if let Some(slope) = head.alibi_slope {
             let diag = i_abs as i64 + job.alibi_offset;
             for j in 0..n {
-                st[j * mp + r] -= slope * (diag - (kt + j) as i64).unsigned_abs() as f32;
+                st[at(r, j)] -= slope * (diag - (kt + j) as i64).unsigned_abs() as f32;
             }
         }
         if let Some(bias) = head.bias {
             for j in 0..n {
                 let b = bias.at(i, kt + j);
-                let x = &mut st[j * mp + r];
+                let x = &mut st[at(r, j)];
                 // −∞ bias hides the key whatever the score is (even NaN): the same as a false mask bit.
                 *x = if b == f32::NEG_INFINITY { b } else { *x + b };
             }
@@ -346,7 +320,7 @@ fn transform_scores<S: Simd>(
         if let Some(mask) = head.mask {
             for j in 0..n {
                 if !mask.at(i, kt + j) {
-                    st[j * mp + r] = f32::NEG_INFINITY;
+                    st[at(r, j)] = f32::NEG_INFINITY;
                 }
             }
         }
@@ -355,7 +329,7 @@ fn transform_scores<S: Simd>(
             let lo = lo.clamp(kt, kt + n) - kt;
             let hi = hi.clamp(kt, kt + n).max(lo + kt) - kt;
             for j in (0..lo).chain(hi..n) {
-                st[j * mp + r] = f32::NEG_INFINITY;
+                st[at(r, j)] = f32::NEG_INFINITY;
             }
         }
     }
@@ -439,17 +413,5 @@ fn softmax_columns<S: Simd, const G: usize>(
             let a = s.load(alpha.as_ptr().add(col(g)));
             s.store(l_ptr, s.mul_add(s.load(l_ptr), a, *acc));
         }
-    }
-}
-
-/// Prefetch hints for every cache line of row `j` of `m` (assuming unit column stride; for other
-/// strides the hints are merely less useful, never unsafe).
-#[inline(always)]
-pub(super) fn prefetch_row<S: Simd, T: Copy>(s: S, m: &MatRef<'_, T>, j: usize) {
-    let line = 64 / size_of::<T>();
-    let row = m.ptr().wrapping_add(j.wrapping_mul(m.row_stride()));
-    let len = m.cols().wrapping_mul(m.col_stride());
-    for off in (0..len).step_by(line) {
-        s.prefetch_far(row.wrapping_add(off).cast());
     }
 }
