@@ -1,6 +1,7 @@
 //! The body of one attention work item, generic over the ISA.
 //!
-//! Everything runs transposed, queries in the SIMD lanes:
+//! Prefill items (more than `ROWWISE_MAX_ROWS` stacked query rows) run transposed, queries in
+//! the SIMD lanes:
 //! - `Sᵀ = K·Qᵀ` (keys × queries): K tile rows are the microkernel's left operand read in place (no
 //!   per-tile transpose); Qᵀ is packed once per item;
 //! - the online softmax reduces down the columns of Sᵀ, one query per lane, with no horizontal
@@ -8,6 +9,10 @@
 //! - `Oᵀ += Vᵀ·P`: V tile columns are the left operand read in place, and P is already laid out as
 //!   the right operand (rows of whole 16-query strips), so nothing is packed per tile. Rescaling
 //!   Oᵀ by α is a vector multiply per row.
+//!
+//! Decode items (a few stacked rows) keep S and O row-major and use the register-blocked kernels
+//! of `rows`, which read K and V in place in their storage type; the next tile is prefetched at
+//! the pace this one is read, since decoding streams the cache from memory once.
 //!
 //! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
