@@ -7,8 +7,8 @@
 //! - the online softmax reduces down the columns of Sᵀ, one query per lane, with no horizontal
 //!   reductions, and leaves P = e^(Sᵀ − m) in place;
 //! - `Oᵀ += Vᵀ·P`: V tile columns are the left operand read in place, and P is already laid out as
-//!   the right operand (rows of whole 16-query strips), so nothing is packed per tile. Rescaling
-//!   Oᵀ by α is a vector multiply per row.
+//!   the packed right operand (Sᵀ is computed one 16-query strip at a time, each strip a dense
+//!   n × 16 block), so nothing is packed per tile. Rescaling Oᵀ by α is a vector multiply per row.
 //!
 //! Decode items (a few stacked rows) keep S and O row-major and use the register-blocked kernels
 //! of `rows`, which read K and V in place in their storage type; the next tile is prefetched at
@@ -114,10 +114,16 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             Layout::Transposed { .. } => {
                 // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
                 let k_tile = job.k.rows_f32(s, kt, n, k_conv, false);
-                let st_mat =
-                    MatMut::new(&mut *st_buf, n, m_rows, mp, 1).expect("scratch sized by scratch_len");
+                // One product per 16-query strip, so that Sᵀ (then P) lands strip by strip,
+                // exactly as the packed right operand of `Oᵀ += Vᵀ·P` below.
                 let q_pack = q_pack.expect("packed for the transposed layout");
-                macro_kernel_body(s, Lhs::Strided(k_tile), Rhs::Packed(q_pack), st_mat, 1.0, 0.0);
+                for (strip, st) in st_buf.chunks_exact_mut(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
+                    let q0 = strip * LANE_PAD;
+                    let cols = LANE_PAD.min(m_rows - q0);
+                    let st_mat = MatMut::new(st, n, cols, LANE_PAD, 1).expect("scratch sized by scratch_len");
+                    let q_strip = Rhs::Packed(q_pack.sub_cols(q0, cols));
+                    macro_kernel_body(s, Lhs::Strided(k_tile), q_strip, st_mat, 1.0, 0.0);
+                }
             }
             Layout::Rows { ld, .. } => {
                 // Decoding streams K and V from memory once: fetch the next tile's row j while
@@ -202,8 +208,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         };
         match layout {
             Layout::Transposed { .. } => {
-                let p_mat = MatRef::new(&*st_buf, n, mp, mp, 1).expect("scratch sized by scratch_len");
-                let p_rhs = Rhs::direct(p_mat).expect("mp is a multiple of NR");
+                // P is already packed: strip by strip, each n × 16 (see the product above).
+                let p_rhs = Rhs::Packed(PackedB::from_buffer(&*st_buf, n, mp));
                 let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
                 macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
             }
@@ -211,7 +217,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         }
         for &j in &bad_keys {
             for r in 0..m_rows {
-                let p = st_buf[layout.p_index(r, j)];
+                let p = st_buf[layout.p_index(r, j, n)];
                 if p != 0.0 {
                     // The product already holds this row's finite values (only the others were
                     // zeroed in the dense copy); add just the non-finite ones.
@@ -247,6 +253,14 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
 /// Stacked rows up to which an item uses the row-wise layout: one MR strip of the microkernel.
 const ROWWISE_MAX_ROWS: usize = crate::gemm::MR;
 
+/// Offset of Sᵀ(j, r) (key j, stacked query r) in a tile of `n` keys stored as `mp / 16`
+/// strips of 16 queries, each `n × 16` row-major: the layout of a packed right operand, so P
+/// feeds `Oᵀ += Vᵀ·P` without a copy and the product reads it sequentially.
+#[inline(always)]
+fn strip_index(r: usize, j: usize, n: usize) -> usize {
+    (r / LANE_PAD) * n * LANE_PAD + j * LANE_PAD + r % LANE_PAD
+}
+
 /// Floats of scratch for one tile of scores, in either layout: Sᵀ is `bc × mp`; S is up to
 /// `ROWWISE_MAX_ROWS` rows of `bc` rounded up to whole strips.
 pub(super) fn scores_len(bc: usize, rows: usize) -> usize {
@@ -256,7 +270,8 @@ pub(super) fn scores_len(bc: usize, rows: usize) -> usize {
 /// Where S (then P) and O live in scratch.
 #[derive(Clone, Copy)]
 enum Layout {
-    /// Sᵀ `bc × mp` and Oᵀ `dv × mp`: queries in lanes (prefill).
+    /// Sᵀ `n × mp` stored strip by strip (see [`strip_index`]) and Oᵀ `dv × mp`: queries in
+    /// lanes (prefill).
     Transposed { mp: usize },
     /// S `rows × ld` and O `rows × dv` (decoding).
     Rows { dv: usize, ld: usize },
@@ -265,9 +280,9 @@ enum Layout {
 impl Layout {
     /// Offset of S(r, j) (then P) in scratch.
     #[inline(always)]
-    fn p_index(self, r: usize, j: usize) -> usize {
+    fn p_index(self, r: usize, j: usize, n: usize) -> usize {
         match self {
-            Layout::Transposed { mp } => j * mp + r,
+            Layout::Transposed { .. } => strip_index(r, j, n),
             Layout::Rows { ld, .. } => r * ld + j,
         }
     }
@@ -298,11 +313,11 @@ fn transform_scores<S: Simd>(
     let m_rows = rows * job.heads.len();
     if let Some(cap) = job.softcap {
         // Padding between rows or columns is capped too: harmless, it is never read as a score.
-        let extent = layout.p_index(m_rows - 1, n - 1) + 1;
+        let extent = layout.p_index(m_rows - 1, n - 1, n) + 1;
         // SAFETY: the scores of the tile end at `extent`, inside `st`.
         unsafe { softcap_row(s, st[..extent].as_mut_ptr(), extent, cap) };
     }
-    let at = |r: usize, j: usize| layout.p_index(r, j);
+    let at = |r: usize, j: usize| layout.p_index(r, j, n);
     // Score row r is query row i of head h.
     let columns = || (0..m_rows).map(|r| (r, r / rows, r % rows));
     for (r, h, i) in columns() {
@@ -361,11 +376,11 @@ fn online_softmax<S: Simd>(
     debug_assert!(mp.is_multiple_of(lanes) && st.len() >= n * mp && m.len() >= mp);
     let mut c = 0;
     while c + 4 * lanes <= mp {
-        softmax_columns::<S, 4>(s, c, mp, n, st, m, l, alpha);
+        softmax_columns::<S, 4>(s, c, n, st, m, l, alpha);
         c += 4 * lanes;
     }
     while c < mp {
-        softmax_columns::<S, 1>(s, c, mp, n, st, m, l, alpha);
+        softmax_columns::<S, 1>(s, c, n, st, m, l, alpha);
         c += lanes;
     }
 }
@@ -376,7 +391,6 @@ fn online_softmax<S: Simd>(
 fn softmax_columns<S: Simd, const G: usize>(
     s: S,
     c0: usize,
-    mp: usize,
     n: usize,
     st: &mut [f32],
     m: &mut [f32],
@@ -386,13 +400,13 @@ fn softmax_columns<S: Simd, const G: usize>(
     let lanes = S::LANES;
     let floor = s.splat(-f32::MAX);
     let col = |g: usize| c0 + g * lanes;
-    // SAFETY: c0 + G·LANES ≤ mp and j < n, so every access is inside the n·mp tile or the
-    // mp-long state rows.
+    // SAFETY: c0 + G·LANES ≤ mp and j < n, so every access is inside the n·mp tile (each vector
+    // within one strip, as LANES divides 16) or the mp-long state rows.
     unsafe {
         let mut mx = [s.splat(f32::NEG_INFINITY); G];
         for j in 0..n {
             for (g, x) in mx.iter_mut().enumerate() {
-                *x = s.max(*x, s.load(st.as_ptr().add(j * mp + col(g))));
+                *x = s.max(*x, s.load(st.as_ptr().add(strip_index(col(g), j, n))));
             }
         }
         let mut m_safe = [floor; G];
@@ -407,7 +421,7 @@ fn softmax_columns<S: Simd, const G: usize>(
         let mut sum = [s.splat(0.0); G];
         for j in 0..n {
             for (g, acc) in sum.iter_mut().enumerate() {
-                let p_ptr = st.as_mut_ptr().add(j * mp + col(g));
+                let p_ptr = st.as_mut_ptr().add(strip_index(col(g), j, n));
                 let p = exp_nonpositive(s, s.sub(s.load(p_ptr), m_safe[g]));
                 s.store(p_ptr, p);
                 *acc = s.add(*acc, p);
