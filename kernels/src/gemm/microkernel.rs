@@ -53,6 +53,33 @@ pub(crate) unsafe fn microkernel<S: Simd>(
         s.prefetch(row.wrapping_add((nr - 1) * c_cs));
     }
     let mut acc = [[s.splat(0.0); VECS]; MR];
+    // Edge strips of a few rows (the last 2 rows of a 128-wide head, say) skip the FMAs of the
+    // absent rows instead of computing them and dropping them at the store.
+    // SAFETY: forwarded contract on A and B (each arm reads R ≤ MR rows of the strip).
+    unsafe {
+        match mr {
+            1..=2 => k_loop::<S, 2>(s, k, &a, (b, b_step), &mut acc),
+            3..=4 => k_loop::<S, 4>(s, k, &a, (b, b_step), &mut acc),
+            _ => k_loop::<S, MR>(s, k, &a, (b, b_step), &mut acc),
+        }
+    }
+    // SAFETY: forwarded contract on C.
+    unsafe { store_tile(s, &acc, c, c_rs, c_cs, mr, nr, alpha, beta) }
+}
+
+/// `acc[i] += Σₚ A[i][p]·B[p]` for the first `R` rows of the strip, over the whole k loop: per step
+/// p, one NR-wide row of B (2 vectors), R broadcasts of A's column p, R·2 FMAs.
+///
+/// # Safety
+/// As for [`microkernel`]'s A and B.
+#[inline(always)]
+unsafe fn k_loop<S: Simd, const R: usize>(
+    s: S,
+    k: usize,
+    a: &LhsStrip,
+    (b, b_step): (*const f32, usize),
+    acc: &mut [[S::V; VECS]; MR],
+) {
     let cs = a.col_step;
     for p in 0..k {
         // SAFETY: p < k, so the B row p and A column p are inside the strips (contract above).
@@ -60,15 +87,13 @@ pub(crate) unsafe fn microkernel<S: Simd>(
             let bp = b.add(p * b_step);
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(8));
-            for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()) {
+            for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()).take(R) {
                 let ai = s.splat(*row.add(p * cs));
                 acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
                 acc_i[1] = s.mul_add(ai, b1, acc_i[1]);
             }
         }
     }
-    // SAFETY: forwarded contract on C.
-    unsafe { store_tile(s, &acc, c, c_rs, c_cs, mr, nr, alpha, beta) }
 }
 
 /// Writes `α·acc + β·C` into the `mr × nr` corner of C. Full tiles with unit column stride go
