@@ -341,13 +341,14 @@ impl DecodeCase {
     }
 }
 
-/// Heads `kv_heads · group` up to 8, d and dv in {8, 64, 80}, L up to 150 within [`BUDGET`].
+/// Heads `kv_heads · group` up to 8, d and dv in {3, 8, 17, 64, 80} (3 and 17 leave a tail
+/// after whole vectors, in every storage type), L up to 150 within [`BUDGET`].
 fn decode_cases(chunk: impl Strategy<Value = usize>) -> impl Strategy<Value = DecodeCase> {
-    let dims = select(vec![8usize, 64, 80]);
+    let dims = select(vec![3usize, 8, 17, 64, 80]);
     (
         1..=2usize,
         1..=2usize,
-        select(vec![1usize, 2, 4]),
+        select(vec![1usize, 2, 3, 4]),
         dims.clone(),
         dims,
         1..=150usize,
