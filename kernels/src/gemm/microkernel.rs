@@ -15,6 +15,7 @@ pub const NR: usize = 16;
 const VECS: usize = NR / 8;
 
 /// Where the MR rows of an A strip live: one pointer per row and the distance between columns.
+#[derive(Clone, Copy)]
 pub(crate) struct LhsStrip {
     pub rows: [*const f32; MR],
     pub col_step: usize,
@@ -52,23 +53,25 @@ pub(crate) unsafe fn microkernel<S: Simd>(
         s.prefetch(row);
         s.prefetch(row.wrapping_add((nr - 1) * c_cs));
     }
-    let mut acc = [[s.splat(0.0); VECS]; MR];
     // Edge strips of a few rows (the last 2 rows of a 128-wide head, say) skip the FMAs of the
     // absent rows instead of computing them and dropping them at the store.
+    // Only where vectors are single registers: the portable build, already short of registers,
+    // ran 14 % slower with the second loop.
     // SAFETY: forwarded contract on A and B (each arm reads R ≤ MR rows of the strip).
-    unsafe {
+    let acc = unsafe {
         match mr {
-            1..=2 => k_loop::<S, 2>(s, k, &a, (b, b_step), &mut acc),
-            3..=4 => k_loop::<S, 4>(s, k, &a, (b, b_step), &mut acc),
-            _ => k_loop::<S, MR>(s, k, &a, (b, b_step), &mut acc),
+            1..=2 if S::ONE_REGISTER => k_loop::<S, 2>(s, k, a, (b, b_step)),
+            _ => k_loop::<S, MR>(s, k, a, (b, b_step)),
         }
-    }
+    };
     // SAFETY: forwarded contract on C.
     unsafe { store_tile(s, &acc, c, c_rs, c_cs, mr, nr, alpha, beta) }
 }
 
-/// `acc[i] += Σₚ A[i][p]·B[p]` for the first `R` rows of the strip, over the whole k loop: per step
-/// p, one NR-wide row of B (2 vectors), R broadcasts of A's column p, R·2 FMAs.
+/// `Σₚ A[i][p]·B[p]` for the first `R` rows of the strip (the other rows stay 0), over the whole
+/// k loop: per step p, one NR-wide row of B (2 vectors), R broadcasts of A's column p, R·2 FMAs.
+/// The accumulators are returned by value: through a reference, the portable build kept them in
+/// memory (half the speed).
 ///
 /// # Safety
 /// As for [`microkernel`]'s A and B.
@@ -76,10 +79,10 @@ pub(crate) unsafe fn microkernel<S: Simd>(
 unsafe fn k_loop<S: Simd, const R: usize>(
     s: S,
     k: usize,
-    a: &LhsStrip,
+    a: LhsStrip,
     (b, b_step): (*const f32, usize),
-    acc: &mut [[S::V; VECS]; MR],
-) {
+) -> [[S::V; VECS]; MR] {
+    let mut acc = [[s.splat(0.0); VECS]; MR];
     let cs = a.col_step;
     for p in 0..k {
         // SAFETY: p < k, so the B row p and A column p are inside the strips (contract above).
@@ -94,6 +97,7 @@ unsafe fn k_loop<S: Simd, const R: usize>(
             }
         }
     }
+    acc
 }
 
 /// Writes `α·acc + β·C` into the `mr × nr` corner of C. Full tiles with unit column stride go

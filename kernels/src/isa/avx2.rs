@@ -30,6 +30,7 @@ impl Avx2Fma {
 // the token's existence is the proof that the features are present.
 impl Simd for Avx2Fma {
     const LANES: usize = 8;
+    const ONE_REGISTER: bool = true;
     type V = __m256;
 
     #[inline(always)]

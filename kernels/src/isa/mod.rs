@@ -22,6 +22,9 @@ pub use avx2::Avx2Fma;
 pub trait Simd: Copy + Send + Sync + 'static {
     /// f32 lanes in one vector.
     const LANES: usize;
+    /// Whether a vector is one machine register (so register-tiled kernels may count on 16 of
+    /// them). `wide`'s 8-lane vector is two SSE registers on a default x86-64 build.
+    const ONE_REGISTER: bool;
     /// One vector of `LANES` f32.
     type V: Copy;
 

@@ -10,6 +10,7 @@ pub struct Portable;
 
 impl Simd for Portable {
     const LANES: usize = 8;
+    const ONE_REGISTER: bool = false;
     type V = f32x8;
 
     #[inline(always)]
