@@ -53,10 +53,10 @@ pub(crate) unsafe fn microkernel<S: Simd>(
         s.prefetch(row);
         s.prefetch(row.wrapping_add((nr - 1) * c_cs));
     }
-    // Edge strips of a few rows (the last 2 rows of a 128-wide head, say) skip the FMAs of the
-    // absent rows instead of computing them and dropping them at the store.
-    // Only where vectors are single registers: the portable build, already short of registers,
-    // ran 14 % slower with the second loop.
+    // Edge strips of at most 2 rows (the last 2 rows of a 128-wide head, say) skip the FMAs of
+    // the absent rows instead of computing them and dropping them at the store. Only where
+    // vectors are single registers: the portable build, already short of registers, ran slower
+    // with the second loop.
     // SAFETY: forwarded contract on A and B (each arm reads R ≤ MR rows of the strip).
     let acc = unsafe {
         match mr {
