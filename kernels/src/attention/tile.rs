@@ -16,9 +16,11 @@
 //!
 //! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
-//! NaN/∞ or with strided columns) · m, l, α Mp each. At M = 64, d = dv = 128, Bc = 96:
-//! 32+32+24+32+48 KiB ≈ 170 KiB, inside a 512 KiB L2; during each product one 16-query strip of
-//! the right operand (6–8 KiB) stays in L1 while the left operand's rows stream past it.
+//! NaN/∞ or with strided columns) · K and V widened Bc×d, Bc×dv (only for half precision or
+//! strided columns) · m, l, α Mp each. The hot part at M = 64, d = dv = 128, Bc = 192:
+//! 32+32+48+32 KiB ≈ 144 KiB, inside a 512 KiB L2 beside the K and V tiles (96 KiB each); during
+//! each product one 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB) stays in L1 while
+//! the left operand's rows stream past it.
 
 use super::{KvMat, TileJob, rows, with_kv};
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
