@@ -217,15 +217,17 @@ fn pv_columns<S: Simd, T: Element, const R: usize, const CB: usize>(
     // by `accumulate_pv`), so each O access is inside a row.
     let mut acc: [[S::V; CB]; R] =
         core::array::from_fn(|r| core::array::from_fn(|b| unsafe { s.load(o.as_ptr().add(o_at(r, b))) }));
+    // Row pointers into P, hoisted so the key loop keeps them in registers.
+    let p_rows: [*const f32; R] = core::array::from_fn(|r| p.as_ptr().wrapping_add(r * ld));
     for j in 0..n {
         ahead(j, c0, c0 + CB * lanes);
         let vp = row_ptr(v, j).wrapping_add(c0);
         // SAFETY: V has unit column stride (checked by `accumulate_pv`) and c0 + CB·LANES ≤ dv, so
-        // each load is inside row j; the P index r·ld + j < p.len() (checked there too).
+        // each load is inside row j; p_rows[r] + j is P[r·ld + j], inside p (checked there too).
         unsafe {
             let vv: [S::V; CB] = core::array::from_fn(|b| T::load(s, vp.add(b * lanes)));
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let pr = s.splat(*p.get_unchecked(r * ld + j));
+                let pr = s.splat(*p_rows[r].add(j));
                 for (a, vv) in acc_r.iter_mut().zip(&vv) {
                     *a = s.mul_add(pr, *vv, *a);
                 }
