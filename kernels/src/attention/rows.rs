@@ -7,9 +7,10 @@
 //!   block and each P element broadcast once per key.
 //!
 //! Blocks are sized so that accumulators, the streamed vectors and the broadcast fit the 16
-//! vector registers of AVX2 and every load feeds at least one FMA (the loads, not the FMAs, were
-//! what held back the general 6 × 16 microkernel here: it wasted a third of its rows on 4-row
-//! items). Rows beyond [`ROW_BLOCK`] go in further blocks, re-reading the tile from L1/L2.
+//! vector registers of AVX2 and every load feeds at least one FMA. (Before these kernels, the
+//! general 6 × 16 microkernel spent a third of its FMAs on absent rows of 4-row items, and the
+//! score loop issued more loads than FMAs.) Rows beyond [`ROW_BLOCK`] go in further blocks,
+//! re-reading the tile from L1/L2.
 
 use super::Element;
 use crate::isa::Simd;
