@@ -117,19 +117,11 @@ impl<'a> KvMat<'a> {
     }
     /// Rows (keys).
     pub fn rows(&self) -> usize {
-        match self {
-            KvMat::F32(m) => m.rows(),
-            KvMat::F16(m) => m.rows(),
-            KvMat::Bf16(m) => m.rows(),
-        }
+        with_kv!(self, m => m.rows())
     }
     /// Columns (head dimension).
     pub fn cols(&self) -> usize {
-        match self {
-            KvMat::F32(m) => m.cols(),
-            KvMat::F16(m) => m.cols(),
-            KvMat::Bf16(m) => m.cols(),
-        }
+        with_kv!(self, m => m.cols())
     }
     /// Rows `r0..r0 + n` as f32: in place for f32 (unless `unit_cols` asks for contiguous rows
     /// and the columns are strided), else widened into `buf` (dense, `n × cols`) in registers.
@@ -146,29 +138,9 @@ impl<'a> KvMat<'a> {
         'a: 's,
     {
         let cols = self.cols();
-        let lanes = S::LANES;
-        // SAFETY (each `chunk` closure): `widen` passes LANES readable source values and LANES
-        // writable floats; f16 and bf16 are 16 raw bits each.
         match self {
             KvMat::F32(m) if !unit_cols || m.col_stride() == 1 || cols <= 1 => m.block(r0, 0, n, cols),
-            KvMat::F32(m) => widen(
-                m.block(r0, 0, n, cols),
-                buf,
-                1,
-                |x| x,
-                |src, dst| {
-                    // SAFETY: see above (one value).
-                    unsafe { *dst = *src }
-                },
-            ),
-            KvMat::F16(m) => widen(m.block(r0, 0, n, cols), buf, lanes, f16::to_f32, |src, dst| {
-                // SAFETY: see above.
-                unsafe { s.store(dst, s.load_f16(src.cast())) }
-            }),
-            KvMat::Bf16(m) => widen(m.block(r0, 0, n, cols), buf, lanes, bf16::to_f32, |src, dst| {
-                // SAFETY: see above.
-                unsafe { s.store(dst, s.load_bf16(src.cast())) }
-            }),
+            _ => with_kv!(self, m => widen(s, m.block(r0, 0, n, cols), buf)),
         }
     }
     /// Prefetch hints for the cache lines holding columns `c0..c1` of row `j`, meant for data
@@ -210,19 +182,12 @@ impl<'a> From<MatRef<'a, bf16>> for KvMat<'a> {
     }
 }
 
-/// Copies `m` into `buf` as a dense f32 matrix: `lanes` values at a time through `chunk` (which
-/// reads `lanes` values at its first pointer and writes as many floats at its second) where a row
-/// is contiguous, one at a time through `one` elsewhere.
+/// Copies `m` into `buf` as a dense f32 matrix: a vector at a time where a row is contiguous,
+/// one value at a time elsewhere.
 #[inline(always)]
-fn widen<'s, T: Copy>(
-    m: MatRef<'_, T>,
-    buf: &'s mut [f32],
-    lanes: usize,
-    one: impl Fn(T) -> f32,
-    chunk: impl Fn(*const T, *mut f32),
-) -> MatRef<'s> {
+fn widen<'s, S: crate::isa::Simd, T: Element>(s: S, m: MatRef<'_, T>, buf: &'s mut [f32]) -> MatRef<'s> {
     let (n, cols) = (m.rows(), m.cols());
-    let body = cols - cols % lanes;
+    let body = cols - cols % S::LANES;
     for (j, dst) in buf.chunks_exact_mut(cols.max(1)).take(n).enumerate() {
         match m.row_slice(j) {
             Some(src) => {
@@ -231,14 +196,15 @@ fn widen<'s, T: Copy>(
                 let (src_p, dst_p) = (src.as_ptr(), dst.as_mut_ptr());
                 let mut c = 0;
                 while c < body {
-                    chunk(src_p.wrapping_add(c), dst_p.wrapping_add(c));
-                    c += lanes;
+                    // SAFETY: c + LANES ≤ body ≤ cols, the length of both `src` and `dst`.
+                    unsafe { s.store(dst_p.add(c), T::load(s, src_p.add(c))) };
+                    c += S::LANES;
                 }
                 for c in body..cols {
-                    dst[c] = one(src[c]);
+                    dst[c] = src[c].to_f32();
                 }
             }
-            None => dst.iter_mut().enumerate().for_each(|(c, x)| *x = one(m.at(j, c))),
+            None => dst.iter_mut().enumerate().for_each(|(c, x)| *x = m.at(j, c).to_f32()),
         }
     }
     MatRef::new(&*buf, n, cols, cols, 1).expect("conversion buffer holds n × cols")
