@@ -365,15 +365,11 @@ fn self_attention_equals_cross_attention_on_the_same_tokens() {
 #[test]
 fn cross_attention_suffix_queries_match_causal_self_attention() {
     let s = SHAPES[3];
-    let cfg = s.config(None);
-    let w = weights(&cfg, [true; 4], 61);
-    let x = Rng(62).vec(s.seq * s.d_model, 1.0);
-    let (_, mag) = mha_f32_naive(&cfg, &w, &x, (1, s.seq), true);
+    let Baseline { cfg, w, x, mag } = baseline(s, None, 1, 61);
     let dm = s.d_model;
     for isa in available_isas() {
         let mut l = layer(cfg, &w, isa, Parallelism::Sequential);
-        let mut full = vec![0.0; x.len()];
-        l.forward(&x, 1, s.seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
+        let full = causal_forward(&mut l, &x, 1, s.seq);
         for q_seq in [1, 5, s.seq] {
             let first = s.seq - q_seq;
             let mut out = vec![0.0; q_seq * dm];
@@ -388,6 +384,31 @@ fn cross_attention_suffix_queries_match_causal_self_attention() {
 // ---------------------------------------------------------------------------------------------
 // 3. decoding through a KV cache ≡ one causal forward
 // ---------------------------------------------------------------------------------------------
+
+/// What the decoding and cross-attention tests compare against: a layer's config, weights and
+/// input (`batch` sequences of `s.seq` tokens, weights from `seed`, input from `seed + 1`) and
+/// the magnitudes that scale the causal output's tolerance.
+struct Baseline {
+    cfg: MhaConfig,
+    w: MhaWeights,
+    x: Vec<f32>,
+    mag: Vec<f64>,
+}
+
+fn baseline(s: Shape, rope: Option<Rope>, batch: usize, seed: u64) -> Baseline {
+    let cfg = s.config(rope);
+    let w = weights(&cfg, [true; 4], seed);
+    let x = Rng(seed + 1).vec(batch * s.seq * s.d_model, 1.0);
+    let (_, mag) = mha_f32_naive(&cfg, &w, &x, (batch, s.seq), true);
+    Baseline { cfg, w, x, mag }
+}
+
+/// The layer's causal (top-left) forward pass over `x`.
+fn causal_forward(l: &mut MultiHeadAttention, x: &[f32], batch: usize, seq: usize) -> Vec<f32> {
+    let mut full = vec![0.0; x.len()];
+    l.forward(x, batch, seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
+    full
+}
 
 fn f32_cache(cfg: &MhaConfig, batch: usize, capacity: usize) -> KvCache {
     KvCache::new(KvCacheConfig {
@@ -420,15 +441,11 @@ const STEP_REL: f64 = 2.0 * FLOOR;
 /// with one causal forward over the whole sequence.
 fn check_decoding(s: Shape, rope: Option<Rope>, chunks: &[usize], seed: u64) {
     assert_eq!(chunks.iter().sum::<usize>(), s.seq);
-    let cfg = s.config(rope);
-    let w = weights(&cfg, [true; 4], seed);
+    let Baseline { cfg, w, x, mag } = baseline(s, rope, s.batch, seed);
     let dm = s.d_model;
-    let x = Rng(seed + 1).vec(s.batch * s.seq * dm, 1.0);
-    let (_, mag) = mha_f32_naive(&cfg, &w, &x, (s.batch, s.seq), true);
     for isa in available_isas() {
         let mut l = layer(cfg, &w, isa, Parallelism::Rayon);
-        let mut full = vec![0.0; x.len()];
-        l.forward(&x, s.batch, s.seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
+        let full = causal_forward(&mut l, &x, s.batch, s.seq);
         let mut cache = f32_cache(&cfg, s.batch, s.seq + 3);
         let mut t = 0;
         for (ci, &n) in chunks.iter().enumerate() {
@@ -470,15 +487,11 @@ fn chunked_decoding_matches_causal_forward() {
 #[test]
 fn decoding_after_rollback_to_different_lengths_matches_causal_forward() {
     let s = shape((64, 8, 2, 16, 24), 3, 24);
-    let cfg = s.config(ROPES[1]);
-    let w = weights(&cfg, [true; 4], 90);
+    let Baseline { cfg, w, x, mag } = baseline(s, ROPES[1], s.batch, 90);
     let dm = s.d_model;
-    let x = Rng(91).vec(s.batch * s.seq * dm, 1.0);
-    let (_, mag) = mha_f32_naive(&cfg, &w, &x, (s.batch, s.seq), true);
     for isa in available_isas() {
         let mut l = layer(cfg, &w, isa, Parallelism::Sequential);
-        let mut full = vec![0.0; x.len()];
-        l.forward(&x, s.batch, s.seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
+        let full = causal_forward(&mut l, &x, s.batch, s.seq);
         let mut cache = f32_cache(&cfg, s.batch, s.seq);
         let mut out = vec![0.0; s.batch * 12 * dm];
         l.step(&gather(&x, s.seq, dm, &[0; 3], 12), s.batch, 12, &mut cache, &mut out, &Default::default())
@@ -749,15 +762,11 @@ fn inputs_and_outputs_of_the_wrong_length_are_rejected_and_output_untouched() {
 #[test]
 fn failed_steps_leave_the_cache_unchanged() {
     let s = ERR_SHAPE;
-    let cfg = s.config(ROPES[2]);
-    let w = weights(&cfg, [true; 4], 160);
+    let Baseline { cfg, w, x, mag } = baseline(s, ROPES[2], s.batch, 160);
     let dm = s.d_model;
-    let x = Rng(161).vec(s.batch * s.seq * dm, 1.0);
-    let (_, mag) = mha_f32_naive(&cfg, &w, &x, (s.batch, s.seq), true);
     for isa in available_isas() {
         let mut l = layer(cfg, &w, isa, Parallelism::Sequential);
-        let mut full = vec![0.0; x.len()];
-        l.forward(&x, s.batch, s.seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
+        let full = causal_forward(&mut l, &x, s.batch, s.seq);
         let mut cache = f32_cache(&cfg, s.batch, s.seq);
         let mut out = vec![0.0; s.batch * 2 * dm];
         let p = AttentionParams::default();
