@@ -35,6 +35,7 @@
 
 use super::{MhaConfig, MhaWeights, MultiHeadAttention};
 use crate::reference::{mha_f64, rope_f64};
+use crate::tests::Rng;
 use crate::{
     AttentionParams, CausalAlign, Error, IsaKind, KvCache, KvCacheConfig, KvDtype, MatmulOptions,
     Parallelism, Rope, RopeStyle, available_isas,
@@ -45,24 +46,6 @@ const EPS: f64 = f32::EPSILON as f64;
 const FLOOR: f64 = 1e-5;
 /// Output gaps hold this; an `Err` must leave it in place.
 const SENTINEL: f32 = 1234.5;
-
-/// splitmix64 → uniform in `[−1, 1)`: inputs and biases (weights come from `MhaWeights::random`).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| scale * self.uniform()).collect()
-    }
-}
 
 /// A layer's dimensions and the tokens it runs on.
 #[derive(Clone, Copy, Debug)]
@@ -122,7 +105,7 @@ const BIASES: [[bool; 4]; 3] = [[false; 4], [true; 4], [false, true, false, true
 /// `MhaWeights::random` plus the chosen biases, uniform in `[−0.5, 0.5)`.
 fn weights(cfg: &MhaConfig, biases: [bool; 4], seed: u64) -> MhaWeights {
     let mut w = MhaWeights::random(cfg, seed);
-    let mut rng = Rng(seed ^ 0xB1A5);
+    let mut rng = Rng::new(seed ^ 0xB1A5);
     let widths = [cfg.q_width(), cfg.k_width(), cfg.kv_heads * cfg.value_dim, cfg.d_model];
     let mut bias = |i: usize| biases[i].then(|| rng.vec(widths[i], 0.5));
     (w.b_q, w.b_k, w.b_v, w.b_o) = (bias(0), bias(1), bias(2), bias(3));
@@ -272,7 +255,7 @@ fn forward_matches_reference_on_every_isa() {
             for (bi, biases) in BIASES.into_iter().enumerate() {
                 let seed = (si * 31 + bi) as u64;
                 let w = weights(&cfg, biases, seed);
-                let x = Rng(seed + 1000).vec(s.batch * s.seq * s.d_model, 1.0);
+                let x = Rng::new(seed + 1000).vec(s.batch * s.seq * s.d_model, 1.0);
                 let rows: Vec<usize> = (0..s.seq).collect();
                 for causal in [false, true] {
                     let exact = mha_f64(&cfg, &w, &x, (s.batch, s.seq), causal, &rows);
@@ -303,7 +286,7 @@ fn reused_layer_matches_fresh_layer() {
     for isa in available_isas() {
         let mut reused = layer(cfg, &w, isa, Parallelism::Sequential);
         for (batch, seq) in [(2, 19), (1, 3), (2, 5), (1, 19)] {
-            let x = Rng((batch * 100 + seq) as u64).vec(batch * seq * s.d_model, 1.0);
+            let x = Rng::new((batch * 100 + seq) as u64).vec(batch * seq * s.d_model, 1.0);
             let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
             let p = causal_params(Some(CausalAlign::TopLeft));
             reused.forward(&x, batch, seq, &mut a, &p).unwrap();
@@ -331,7 +314,7 @@ fn self_attention_equals_cross_attention_on_the_same_tokens() {
             }
             let cfg = s.config(rope);
             let w = weights(&cfg, [true; 4], 40 + si as u64);
-            let x = Rng(50 + si as u64).vec(s.batch * s.seq * s.d_model, 1.0);
+            let x = Rng::new(50 + si as u64).vec(s.batch * s.seq * s.d_model, 1.0);
             for causal in [false, true] {
                 let (_, mag) = mha_f32_naive(&cfg, &w, &x, (s.batch, s.seq), causal);
                 for isa in available_isas() {
@@ -398,7 +381,7 @@ struct Baseline {
 fn baseline(s: Shape, rope: Option<Rope>, batch: usize, seed: u64) -> Baseline {
     let cfg = s.config(rope);
     let w = weights(&cfg, [true; 4], seed);
-    let x = Rng(seed + 1).vec(batch * s.seq * s.d_model, 1.0);
+    let x = Rng::new(seed + 1).vec(batch * s.seq * s.d_model, 1.0);
     let (_, mag) = mha_f32_naive(&cfg, &w, &x, (batch, s.seq), true);
     Baseline { cfg, w, x, mag }
 }
@@ -542,7 +525,7 @@ fn rope_f32_lib(rope: &Rope, x: &[f32], pos: usize) -> Vec<f32> {
 /// formed in f32 would be off by ~1e5·ε ≈ 1e-2 rad at position 100 000, far outside it.
 #[test]
 fn rope_matches_formula_at_every_position() {
-    let mut rng = Rng(100);
+    let mut rng = Rng::new(100);
     for style in [RopeStyle::HalfSplit, RopeStyle::Interleaved] {
         for base in [10_000.0, 1_000_000.0, 1.5] {
             let rope = Rope { style, base };
@@ -575,7 +558,7 @@ fn rope_matches_formula_at_every_position() {
 #[test]
 fn rope_preserves_norm_and_is_identity_at_position_zero() {
     let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-    let mut rng = Rng(110);
+    let mut rng = Rng::new(110);
     for style in [RopeStyle::HalfSplit, RopeStyle::Interleaved] {
         let rope = Rope { style, base: 10_000.0 };
         for d in [2, 8, 32, 128] {
@@ -596,7 +579,7 @@ fn rope_preserves_norm_and_is_identity_at_position_zero() {
 #[test]
 fn rope_scores_depend_only_on_relative_position() {
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum::<f64>();
-    let mut rng = Rng(120);
+    let mut rng = Rng::new(120);
     for style in [RopeStyle::HalfSplit, RopeStyle::Interleaved] {
         let rope = Rope { style, base: 10_000.0 };
         let (q, k) = (rng.vec(32, 1.0), rng.vec(32, 1.0));
@@ -620,7 +603,7 @@ fn rope_scores_depend_only_on_relative_position() {
 fn rope_layer_on_one_token_equals_layer_without_rope() {
     let s = SHAPES[5];
     let w = weights(&s.config(None), [true; 4], 130);
-    let x = Rng(131).vec(s.batch * s.d_model, 1.0);
+    let x = Rng::new(131).vec(s.batch * s.d_model, 1.0);
     for isa in available_isas() {
         let mut plain = vec![0.0; x.len()];
         layer(s.config(None), &w, isa, Parallelism::Sequential)
@@ -726,7 +709,7 @@ fn inputs_and_outputs_of_the_wrong_length_are_rejected_and_output_untouched() {
     let cfg = s.config(ROPES[1]);
     let n = s.batch * s.seq * s.d_model;
     let mut l = MultiHeadAttention::random(cfg, 150).unwrap();
-    let x = Rng(151).vec(n + 1, 1.0);
+    let x = Rng::new(151).vec(n + 1, 1.0);
     let p = AttentionParams::default();
     let (s_b, s_l) = (s.batch, s.seq);
     for (x_len, out_len) in [(n - 1, n), (n + 1, n), (0, n), (n, n - 1), (n, n + 1), (n, 0)] {
@@ -846,7 +829,7 @@ fn calls_with_no_tokens_return_without_panicking() {
     let cfg = SHAPES[1].config(ROPES[1]);
     let dm = cfg.d_model;
     let w = weights(&cfg, [true; 4], 170);
-    let x = Rng(171).vec(2 * 3 * dm, 1.0);
+    let x = Rng::new(171).vec(2 * 3 * dm, 1.0);
     let p = AttentionParams::default();
     let mut out = vec![0.0; 2 * 3 * dm];
     type Call<'a> = &'a dyn Fn(&mut MultiHeadAttention, &mut KvCache, &mut [f32]) -> crate::Result<()>;

@@ -31,6 +31,11 @@ impl Rng {
         bits as f32 / (1u32 << 23) as f32 - 1.0
     }
 
+    /// `n` values uniform in `[-scale, scale)`.
+    pub(crate) fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * self.uniform()).collect()
+    }
+
     /// A small integer in `-4..=4`: products and sums of a few hundred of them are exact in f32.
     pub(crate) fn small_int(&mut self) -> f32 {
         (self.next_u64() % 9) as f32 - 4.0
