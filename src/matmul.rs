@@ -141,7 +141,7 @@ pub(crate) fn gemm(
             let beta_pc = if pc == 0 { beta } else { 1.0 };
             let b_blk = b.block(pc, jc, kc, nc);
             with_buffer(&B_PACK, PackedB::len_for(kc, nc), |buf| {
-                let b_pack = pack_b(b_blk, buf, threads);
+                let b_pack = pack_b(isa, b_blk, buf, threads);
                 let a_blk = a.block(0, pc, m, kc);
                 loop3(isa, threads, alpha, a_blk, b_pack, beta_pc, c_jc.rb());
             });
@@ -198,16 +198,16 @@ fn small_m(
 }
 
 /// Packs B, splitting its NR strips across threads when there are several.
-fn pack_b<'a>(b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<'a> {
+fn pack_b<'a>(isa: Isa, b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<'a> {
     let (k, n) = (b.rows(), b.cols());
     const STRIPS_PER_TASK: usize = 16;
     if threads == 1 || n <= NR * STRIPS_PER_TASK {
-        return PackedB::pack(b, buf);
+        return PackedB::pack(isa, b, buf);
     }
     let task_cols = STRIPS_PER_TASK * NR;
     buf[..PackedB::len_for(k, n)].par_chunks_mut(task_cols * k).enumerate().for_each(|(t, chunk)| {
         let j0 = t * task_cols;
-        PackedB::pack(b.block(0, j0, k, task_cols.min(n - j0)), chunk);
+        PackedB::pack(isa, b.block(0, j0, k, task_cols.min(n - j0)), chunk);
     });
     PackedB::from_buffer(buf, k, n)
 }
@@ -244,7 +244,7 @@ fn loop3(
         let b_blk = b.sub_cols(jr, block.cols());
         if packing_a_pays(block.rows(), block.cols()) {
             with_buffer(&A_PACK, PackedA::len_for(block.rows(), a.cols()), |buf| {
-                macro_kernel(isa, Lhs::Packed(PackedA::pack(a_blk, buf)), b_blk, block, alpha, beta)
+                macro_kernel(isa, Lhs::Packed(PackedA::pack(isa, a_blk, buf)), b_blk, block, alpha, beta)
             });
         } else {
             macro_kernel(isa, Lhs::Strided(a_blk), b_blk, block, alpha, beta);

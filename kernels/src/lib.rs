@@ -14,7 +14,7 @@
 //! let mut buf = vec![0.0; PackedB::len_for(3, 2)];
 //! let mut c = [0.0f32; 4];
 //! let a = Lhs::Strided(MatRef::new(&a, 2, 3, 3, 1).unwrap());
-//! macro_kernel(Isa::best(), a, PackedB::pack(b, &mut buf), MatMut::new(&mut c, 2, 2, 2, 1).unwrap(), 1.0, 0.0);
+//! macro_kernel(Isa::best(), a, PackedB::pack(Isa::best(), b, &mut buf), MatMut::new(&mut c, 2, 2, 2, 1).unwrap(), 1.0, 0.0);
 //! assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
 //! ```
 

@@ -3,6 +3,9 @@
 //! packing; and the views' construction checks and splits.
 
 use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, macro_kernel};
+#[cfg(target_arch = "x86_64")]
+use flashcpu_kernels::isa::Avx2Fma;
+use flashcpu_kernels::isa::{Portable, Simd};
 use flashcpu_kernels::reference::{matmul_f32_naive, matmul_f64};
 use flashcpu_kernels::{Isa, MatMut, MatRef};
 use proptest::prelude::*;
@@ -59,7 +62,7 @@ struct Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        (0..=2 * MR + 1, 0..=2 * NR + 1, select(vec![0, 1, 7, 64])),
+        (0..=2 * MR + 1, 0..=2 * NR + 1, select(vec![0, 1, 7, 13, 64])),
         any::<bool>(),
         (0..5u8, 0..5u8, 2..5u8),
         (select(SCALARS.to_vec()), select(SCALARS.to_vec())),
@@ -100,9 +103,9 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
     let b = MatRef::new(&b_data, k, n, b_rs, b_cs).unwrap();
 
     let mut b_buf = vec![f32::NAN; PackedB::len_for(k, n) + 5];
-    let b_pack = PackedB::pack(b, &mut b_buf);
+    let b_pack = PackedB::pack(isa, b, &mut b_buf);
     let mut a_buf = vec![f32::NAN; PackedA::len_for(m, k) + 5];
-    let lhs = if case.packed { Lhs::Packed(PackedA::pack(a, &mut a_buf)) } else { Lhs::Strided(a) };
+    let lhs = if case.packed { Lhs::Packed(PackedA::pack(isa, a, &mut a_buf)) } else { Lhs::Strided(a) };
     let c = MatMut::new(&mut c_data, m, n, c_rs, c_cs).unwrap();
     macro_kernel(isa, lhs, b_pack, c, alpha, beta);
 
@@ -194,17 +197,17 @@ fn piecewise_packing_and_sub_cols_agree_with_whole_packing() {
         };
         let mut whole_buf = vec![f32::NAN; PackedB::len_for(k, n)];
         let mut whole = vec![0.0; m * n];
-        product(PackedB::pack(b, &mut whole_buf), &mut whole);
+        product(PackedB::pack(isa, b, &mut whole_buf), &mut whole);
 
         let mut pieces_buf = vec![f32::NAN; PackedB::len_for(k, n)];
         let (first, rest) = pieces_buf.split_at_mut(2 * NR * k);
-        PackedB::pack(b.block(0, 0, k, 2 * NR), first);
-        PackedB::pack(b.block(0, 2 * NR, k, n - 2 * NR), rest);
+        PackedB::pack(isa, b.block(0, 0, k, 2 * NR), first);
+        PackedB::pack(isa, b.block(0, 2 * NR, k, n - 2 * NR), rest);
         let mut pieces = vec![0.0; m * n];
         product(PackedB::from_buffer(&pieces_buf, k, n), &mut pieces);
         assert_eq!(pieces, whole, "{:?}: piecewise packing", isa.kind());
 
-        let whole_pack = PackedB::pack(b, &mut whole_buf);
+        let whole_pack = PackedB::pack(isa, b, &mut whole_buf);
         for (j0, cols) in [(0, NR), (NR, 2 * NR + 5), (3 * NR, 5), (2 * NR, 0)] {
             let mut sub = vec![0.0; m * cols];
             product(whole_pack.sub_cols(j0, cols), &mut sub);
@@ -223,7 +226,7 @@ fn sub_cols_must_start_a_strip() {
     let b_data = vec![1.0; 4 * 2 * NR];
     let b = MatRef::new(&b_data, 4, 2 * NR, 2 * NR, 1).unwrap();
     let mut buf = vec![0.0; PackedB::len_for(4, 2 * NR)];
-    PackedB::pack(b, &mut buf).sub_cols(1, NR);
+    PackedB::pack(Isa::portable(), b, &mut buf).sub_cols(1, NR);
 }
 
 #[test]
@@ -235,7 +238,7 @@ fn macro_kernel_refuses_mismatched_shapes() {
     let mut buf = vec![0.0; PackedB::len_for(5, 2)];
     let mut c_data = vec![0.0; 3 * 2];
     let c = MatMut::new(&mut c_data, 3, 2, 2, 1).unwrap();
-    macro_kernel(Isa::portable(), Lhs::Strided(a), PackedB::pack(b, &mut buf), c, 1.0, 0.0);
+    macro_kernel(Isa::portable(), Lhs::Strided(a), PackedB::pack(Isa::portable(), b, &mut buf), c, 1.0, 0.0);
 }
 
 #[test]
@@ -244,7 +247,28 @@ fn packing_into_a_short_buffer_panics() {
     let a_data = vec![1.0; 7 * 3];
     let a = MatRef::new(&a_data, 7, 3, 3, 1).unwrap();
     let mut buf = vec![0.0; PackedA::len_for(7, 3) - 1];
-    PackedA::pack(a, &mut buf);
+    PackedA::pack(Isa::best(), a, &mut buf);
+}
+
+/// Packing's transpose, on every token this CPU can make: lane j of result i is lane i of input j.
+#[test]
+fn transpose8_swaps_rows_and_lanes() {
+    fn check<S: Simd>(s: S) {
+        let input: [[f32; 8]; 8] = core::array::from_fn(|j| core::array::from_fn(|i| (10 * j + i) as f32));
+        // SAFETY: every row holds 8 floats.
+        let rows = input.map(|row| unsafe { s.load(row.as_ptr()) });
+        for (i, v) in s.transpose8(rows).into_iter().enumerate() {
+            let mut out = [0.0f32; 8];
+            // SAFETY: `out` holds 8 floats.
+            unsafe { s.store(out.as_mut_ptr(), v) };
+            assert_eq!(out, core::array::from_fn(|j| input[j][i]), "row {i}");
+        }
+    }
+    check(Portable);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = Avx2Fma::detect() {
+        check(s);
+    }
 }
 
 #[test]

@@ -87,7 +87,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     } else {
         Layout::Transposed { mp }
     };
-    let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack(q_mat.t(), q_buf));
+    let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack_with(s, q_mat.t(), q_buf));
 
     let first = job.q_start;
     let last = first + rows - 1;

@@ -5,6 +5,9 @@
 //! The zero padding makes every edge strip a full one, so the microkernel never branches on size.
 
 use super::microkernel::{MR, NR};
+#[cfg(target_arch = "x86_64")]
+use crate::isa::Avx2Fma;
+use crate::isa::{Isa, Portable, Simd, dispatch};
 use crate::view::MatRef;
 
 /// A `k × n` right operand packed into NR-wide strips.
@@ -29,15 +32,26 @@ impl<'a> PackedB<'a> {
         n.div_ceil(NR) * NR * k
     }
 
-    /// Packs `b` into the front of `buf`; panics if `buf` is shorter than [`PackedB::len_for`].
-    pub fn pack(b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
+    /// Packs `b` into the front of `buf` with the instructions of `isa`; panics if `buf` is
+    /// shorter than [`PackedB::len_for`].
+    pub fn pack(isa: Isa, b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
+        dispatch!(isa,
+            portable => Self::pack_with(Portable, b, buf),
+            // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+            avx2 => unsafe { pack_b_avx2(Avx2Fma::new_unchecked(), b, buf) },
+        )
+    }
+
+    /// [`PackedB::pack`] inside a kernel that already holds its ISA token.
+    #[inline(always)]
+    pub(crate) fn pack_with<S: Simd>(s: S, b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
         let (k, n) = (b.rows(), b.cols());
         let buf = &mut buf[..Self::len_for(k, n)];
         if k > 0 {
             for (strip, out) in buf.chunks_exact_mut(NR * k).enumerate() {
                 let j0 = strip * NR;
                 // Strip row p holds B[p, j0..j0 + NR]: a NR-wide panel with B's strides.
-                pack_panel::<NR>(b, 0, j0, k, NR.min(n - j0), out);
+                pack_panel::<S, NR>(s, b, (0, j0), k, NR.min(n - j0), out);
             }
         }
         PackedB { data: buf, depth: k, cols: n }
@@ -83,15 +97,25 @@ impl<'a> PackedA<'a> {
         m.div_ceil(MR) * MR * k
     }
 
-    /// Packs `a` into the front of `buf`; panics if `buf` is shorter than [`PackedA::len_for`].
-    pub fn pack(a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
+    /// Packs `a` into the front of `buf` with the instructions of `isa`; panics if `buf` is
+    /// shorter than [`PackedA::len_for`].
+    pub fn pack(isa: Isa, a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
+        dispatch!(isa,
+            portable => Self::pack_with(Portable, a, buf),
+            // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+            avx2 => unsafe { pack_a_avx2(Avx2Fma::new_unchecked(), a, buf) },
+        )
+    }
+
+    #[inline(always)]
+    fn pack_with<S: Simd>(s: S, a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
         let (m, k) = (a.rows(), a.cols());
         let buf = &mut buf[..Self::len_for(m, k)];
         if k > 0 {
             for (strip, out) in buf.chunks_exact_mut(MR * k).enumerate() {
                 let i0 = strip * MR;
                 // Strip column p holds A[i0..i0 + MR, p]: the transpose of an MR-wide panel of Aᵀ.
-                pack_panel::<MR>(a.t(), 0, i0, k, MR.min(m - i0), out);
+                pack_panel::<S, MR>(s, a.t(), (0, i0), k, MR.min(m - i0), out);
             }
         }
         PackedA { data: buf, rows: m, depth: k }
@@ -111,44 +135,102 @@ impl<'a> PackedA<'a> {
     }
 }
 
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_b_avx2<'a>(s: Avx2Fma, b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
+    PackedB::pack_with(s, b, buf)
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_a_avx2<'a>(s: Avx2Fma, a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
+    PackedA::pack_with(s, a, buf)
+}
+
 /// Copies the `depth × width` block of `src` at `(r0, c0)` into `out` as `depth` rows of `W`
-/// floats (`out[p·W + j] = src[r0 + p, c0 + j]`), zero-padding columns `width..W`. Picks the loop order that reads `src` contiguously.
+/// floats (`out[p·W + j] = src[r0 + p, c0 + j]`), zero-padding columns `width..W`. Picks the loop
+/// order that reads `src` contiguously.
 ///
 /// Panics if the block is outside `src` or `out` is shorter than `depth·W`.
-fn pack_panel<const W: usize>(
+#[inline(always)]
+fn pack_panel<S: Simd, const W: usize>(
+    s: S,
     src: MatRef<'_>,
-    r0: usize,
-    c0: usize,
+    (r0, c0): (usize, usize),
     depth: usize,
     width: usize,
     out: &mut [f32],
 ) {
     assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
-    let base = src.ptr();
+    // SAFETY: (r0, c0) is inside the view, or the block is empty and nothing is read through it.
+    let base = src.ptr().wrapping_add(r0 * rs + c0 * cs);
     let at = |p: usize, j: usize| {
         // SAFETY: p < depth and j < width, so (r0 + p, c0 + j) is inside the view (asserted above),
         // and a MatRef guarantees every in-range index lies inside its slice.
-        unsafe { *base.add((r0 + p) * rs + (c0 + j) * cs) }
+        unsafe { *base.add(p * rs + j * cs) }
     };
-    if width == W && cs == 1 {
-        // Unit column stride: each output row is W contiguous floats (vector copies).
-        fill_rows::<W>(out, depth, |p, j| {
-            // SAFETY: as for `at`; with cs = 1 the offset is (r0 + p)·rs + c0 + j.
-            unsafe { *base.add((r0 + p) * rs + c0 + j) }
-        });
-    } else if width == W {
-        // Other strides (a row-major A, a transposed row-major B): W read streams gathered into
-        // contiguous output rows.
-        fill_rows::<W>(out, depth, at);
-    } else {
+    if width == W && cs == 1 && W.is_multiple_of(8) {
+        // Rows are contiguous: vector copies, with the row PACK_AHEAD rows on fetched early (a
+        // row-major B is read down its columns, one new line per row, which otherwise stalls).
         for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if j < width { at(p, j) } else { 0.0 };
+            s.prefetch(base.wrapping_add((p + PACK_AHEAD) * rs));
+            for v in (0..W).step_by(8) {
+                // SAFETY: row p, columns v..v + 8 < W = width lie inside the view (asserted above);
+                // `row` holds W floats.
+                unsafe { s.store(row.as_mut_ptr().add(v), s.load(base.add(p * rs + v))) };
             }
         }
+    } else if rs == 1 && depth >= 8 {
+        // Columns are contiguous (a row-major A, a transposed row-major B): read 8 columns × 8
+        // rows as vectors and transpose them in registers.
+        let whole = depth / 8 * 8;
+        for p0 in (0..whole).step_by(8) {
+            for j0 in (0..W).step_by(8) {
+                let cols: [S::V; 8] = core::array::from_fn(|j| {
+                    // SAFETY: column j0 + j < width is inside the view and rows p0..p0 + 8 ≤ depth
+                    // are contiguous in it (rs = 1).
+                    if j0 + j < width {
+                        unsafe { s.load(base.add(p0 + (j0 + j) * cs)) }
+                    } else {
+                        s.splat(0.0)
+                    }
+                });
+                let rows = s.transpose8(cols);
+                for (p, row) in rows.iter().enumerate() {
+                    let at = (p0 + p) * W + j0;
+                    if at + 8 <= depth * W {
+                        // SAFETY: 8 floats from `at` lie inside the panel's part of `out`. When
+                        // W − j0 < 8 the store spills into the next row, which a later store
+                        // overwrites (rows go in order).
+                        unsafe { s.store(out.as_mut_ptr().add(at), *row) };
+                    } else {
+                        let mut tmp = [0.0f32; 8];
+                        // SAFETY: `tmp` holds 8 floats.
+                        unsafe { s.store(tmp.as_mut_ptr(), *row) };
+                        let len = (W - j0).min(8);
+                        out[at..at + len].copy_from_slice(&tmp[..len]);
+                    }
+                }
+            }
+        }
+        fill_rows::<W>(
+            &mut out[whole * W..],
+            depth - whole,
+            |p, j| if j < width { at(whole + p, j) } else { 0.0 },
+        );
+    } else {
+        fill_rows::<W>(out, depth, |p, j| if j < width { at(p, j) } else { 0.0 });
     }
 }
+
+/// Rows ahead that the contiguous-row packing prefetches: enough lines in flight to cover a miss
+/// to L3 at one row per few cycles.
+const PACK_AHEAD: usize = 16;
 
 /// `out[p·W + j] = value(p, j)` for `p < depth`, `j < W`, row by row.
 #[inline(always)]

@@ -119,6 +119,40 @@ impl Simd for Avx2Fma {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
     #[inline(always)]
+    fn transpose8(self, v: [__m256; 8]) -> [__m256; 8] {
+        // SAFETY: the token proves AVX is available.
+        unsafe {
+            // Interleave pairs of rows, then pairs of pairs (within 128-bit halves), then swap
+            // halves: lane j of result i ends up holding lane i of v[j].
+            let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+            let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+            let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+            let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+            let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+            let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+            let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+            let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+            let u0 = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0b01_00_01_00>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0b11_10_11_10>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0b01_00_01_00>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0b11_10_11_10>(t5, t7);
+            [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ]
+        }
+    }
+    #[inline(always)]
     fn sum8(self, v: [__m256; 8]) -> __m256 {
         // SAFETY: the token proves AVX is available.
         unsafe {

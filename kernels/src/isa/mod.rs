@@ -76,6 +76,9 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// Eight horizontal sums at once: lane i of the result is the sum of the lanes of `v[i]`
     /// (for 8-lane tokens; a transpose-and-add, far cheaper than eight separate reductions).
     fn sum8(self, v: [Self::V; 8]) -> Self::V;
+    /// The 8×8 transpose of eight vectors: lane j of result i is lane i of `v[j]` (for 8-lane
+    /// tokens). Packing uses it to turn eight column reads into eight row writes.
+    fn transpose8(self, v: [Self::V; 8]) -> [Self::V; 8];
     /// Sum of all lanes.
     fn reduce_sum(self, a: Self::V) -> f32;
     /// Maximum of all lanes (NaN handling as in [`Simd::max`], lane order unspecified).

@@ -99,6 +99,10 @@ impl Simd for Portable {
         let _ = p;
     }
     #[inline(always)]
+    fn transpose8(self, v: [f32x8; 8]) -> [f32x8; 8] {
+        f32x8::transpose(v)
+    }
+    #[inline(always)]
     fn sum8(self, v: [f32x8; 8]) -> f32x8 {
         f32x8::from(v.map(|x| x.reduce_add()))
     }
