@@ -192,9 +192,9 @@ fn pack_panel<S: Simd, const W: usize>(
         for p0 in (0..whole).step_by(8) {
             for j0 in (0..W).step_by(8) {
                 let cols: [S::V; 8] = core::array::from_fn(|j| {
-                    // SAFETY: column j0 + j < width is inside the view and rows p0..p0 + 8 ≤ depth
-                    // are contiguous in it (rs = 1).
                     if j0 + j < width {
+                        // SAFETY: column j0 + j < width is inside the view and rows p0..p0 + 8 ≤
+                        // depth are contiguous in it (rs = 1).
                         unsafe { s.load(base.add(p0 + (j0 + j) * cs)) }
                     } else {
                         s.splat(0.0)
