@@ -90,10 +90,17 @@ unsafe fn product<S: Simd, const R: usize>(
     b: (*const f32, usize),
     prefetch_c: impl Fn(),
 ) -> [[S::V; VECS]; MR] {
-    let late = k.min(C_AHEAD);
-    // SAFETY: both ranges lie inside 0..k (forwarded contract).
+    let zero = [[s.splat(0.0); VECS]; MR];
+    // SAFETY: every range lies inside 0..k (forwarded contract).
     unsafe {
-        let acc = k_loop::<S, R>(s, [[s.splat(0.0); VECS]; MR], 0..k - late, a, b);
+        if !S::ONE_REGISTER {
+            // Split in two, the portable build's loop (its accumulators already spill) ran 9 %
+            // slower: there the tile is fetched up front.
+            prefetch_c();
+            return k_loop::<S, R>(s, zero, 0..k, a, b);
+        }
+        let late = k.min(C_AHEAD);
+        let acc = k_loop::<S, R>(s, zero, 0..k - late, a, b);
         prefetch_c();
         k_loop::<S, R>(s, acc, k - late..k, a, b)
     }

@@ -185,9 +185,10 @@ fn pack_panel<S: Simd, const W: usize>(
                 unsafe { s.store(row.as_mut_ptr().add(v), s.load(base.add(p * rs + v))) };
             }
         }
-    } else if rs == 1 && depth >= 8 {
+    } else if rs == 1 && depth >= 8 && S::ONE_REGISTER {
         // Columns are contiguous (a row-major A, a transposed row-major B): read 8 columns × 8
-        // rows as vectors and transpose them in registers.
+        // rows as vectors and transpose them in registers. Not on the portable build, where an
+        // 8-lane vector spans registers and the transpose was slower than the gather below.
         let whole = depth / 8 * 8;
         for p0 in (0..whole).step_by(8) {
             for j0 in (0..W).step_by(8) {
