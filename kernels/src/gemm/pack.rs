@@ -168,7 +168,7 @@ fn pack_panel<S: Simd, const W: usize>(
     assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
     // SAFETY: (r0, c0) is inside the view, or the block is empty and nothing is read through it.
-    let base = src.ptr().wrapping_add(r0 * rs + c0 * cs);
+    let base = src.ptr().wrapping_add(r0.wrapping_mul(rs).wrapping_add(c0.wrapping_mul(cs)));
     let at = |p: usize, j: usize| {
         // SAFETY: p < depth and j < width, so (r0 + p, c0 + j) is inside the view (asserted above),
         // and a MatRef guarantees every in-range index lies inside its slice.
@@ -178,7 +178,7 @@ fn pack_panel<S: Simd, const W: usize>(
         // Rows are contiguous: vector copies, with the row PACK_AHEAD rows on fetched early (a
         // row-major B is read down its columns, one new line per row, which otherwise stalls).
         for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
-            s.prefetch(base.wrapping_add((p + PACK_AHEAD) * rs));
+            s.prefetch(base.wrapping_add((p + PACK_AHEAD).wrapping_mul(rs)));
             for v in (0..W).step_by(8) {
                 // SAFETY: row p, columns v..v + 8 < W = width lie inside the view (asserted above);
                 // `row` holds W floats.
