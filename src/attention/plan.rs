@@ -10,8 +10,9 @@ use flashcpu_kernels::attention::{HeadTile, KeyRule, TileJob, all_finite, scratc
 use flashcpu_kernels::view::MatMut;
 use rayon::prelude::*;
 
-/// Stacked query rows per work item (all heads of a KV group): 72 = 12 microkernel strips of 6,
-/// so the S and O products waste no rows; with d = 128 the item's Q and O take 36 KiB each.
+/// Stacked query rows per work item (all heads of a KV group): 64 = four 16-query strips, the
+/// packed right operand of both products, so no lane is wasted; with d = 128 the item's Q and O
+/// take 32 KiB each.
 const ROWS_PER_ITEM: usize = 64;
 
 /// Query rows up to which a call counts as decoding: items are then split along the keys
@@ -34,11 +35,17 @@ const MIN_KEYS_PER_SPLIT: usize = 256;
 const UNBOUNDED: i64 = 1 << 60;
 
 /// Keys per K/V tile, a multiple of the microkernel's MR = 6 (the keys are the rows of Sᵀ = K·Qᵀ).
-/// At d = 128 a K or V tile is 192·128·4 B = 96 KiB, read from L2 beside the item's Qᵀ, Sᵀ and Oᵀ;
-/// wider heads halve it. Measured on Zen 3 (L = 2048, 1 thread, best of 3, % of peak):
-/// Bc 144 → 192 gained 1–2 points at d 64 and 128 (causal too); 288 lost about 1 point again.
+/// A K or V tile is about 96 KiB (192·128·4 B at d = 128), read from L2 beside the item's Qᵀ, Sᵀ
+/// and Oᵀ: narrower heads get more keys, wider ones fewer. Measured on Zen 3 (1 thread):
+/// at d 128, Bc 144 → 192 gained 1–2 points of peak at L 2048 (causal too), 288 lost about 1
+/// again; at d 64, 192 → 384 took 1.5 % off the time at L 1024 and 2048 (causal too) and 3.5 %
+/// at L 512, where 192 left a short third tile (medians of 5 interleaved runs; 288 was between).
 fn keys_per_tile(d: usize, dv: usize) -> usize {
-    if d.max(dv) <= 128 { 192 } else { 96 }
+    match d.max(dv) {
+        0..=64 => 384,
+        65..=128 => 192,
+        _ => 96,
+    }
 }
 
 /// Keys per K/V tile when decoding, which streams K and V from memory once while prefetching the
