@@ -167,7 +167,7 @@ fn pack_panel<S: Simd, const W: usize>(
 ) {
     assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
-    // SAFETY: (r0, c0) is inside the view, or the block is empty and nothing is read through it.
+    // (r0, c0) is inside the view, or the block is empty and nothing is read through `base`.
     let base = src.ptr().wrapping_add(r0.wrapping_mul(rs).wrapping_add(c0.wrapping_mul(cs)));
     let at = |p: usize, j: usize| {
         // SAFETY: p < depth and j < width, so (r0 + p, c0 + j) is inside the view (asserted above),
@@ -175,7 +175,7 @@ fn pack_panel<S: Simd, const W: usize>(
         unsafe { *base.add(p * rs + j * cs) }
     };
     if width == W && cs == 1 && W.is_multiple_of(8) {
-        // Rows are contiguous: vector copies, with the row PACK_AHEAD rows on fetched early (a
+        // Rows are contiguous: vector copies, prefetching the row PACK_AHEAD rows ahead (a
         // row-major B is read down its columns, one new line per row, which otherwise stalls).
         for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
             s.prefetch(base.wrapping_add((p + PACK_AHEAD).wrapping_mul(rs)));
@@ -203,18 +203,18 @@ fn pack_panel<S: Simd, const W: usize>(
                 });
                 let rows = s.transpose8(cols);
                 for (p, row) in rows.iter().enumerate() {
-                    let at = (p0 + p) * W + j0;
-                    if at + 8 <= depth * W {
-                        // SAFETY: 8 floats from `at` lie inside the panel's part of `out`. When
+                    let dst = (p0 + p) * W + j0;
+                    if dst + 8 <= depth * W {
+                        // SAFETY: 8 floats from `dst` lie inside the panel's part of `out`. When
                         // W − j0 < 8 the store spills into the next row, which a later store
                         // overwrites (rows go in order).
-                        unsafe { s.store(out.as_mut_ptr().add(at), *row) };
+                        unsafe { s.store(out.as_mut_ptr().add(dst), *row) };
                     } else {
                         let mut tmp = [0.0f32; 8];
                         // SAFETY: `tmp` holds 8 floats.
                         unsafe { s.store(tmp.as_mut_ptr(), *row) };
                         let len = (W - j0).min(8);
-                        out[at..at + len].copy_from_slice(&tmp[..len]);
+                        out[dst..dst + len].copy_from_slice(&tmp[..len]);
                     }
                 }
             }
