@@ -108,6 +108,17 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             continue;
         }
 
+        // Keys of this tile that some row of 16-query strip `strip` sees: the rest, past the
+        // causal diagonal, are masked for the whole strip, and neither product computes them.
+        let strip_seen = |strip: usize| {
+            if full {
+                return n;
+            }
+            let q0 = strip * LANE_PAD;
+            let hi = (q0..m_rows.min(q0 + LANE_PAD)).map(|r| job.rule.range(first + r % rows).1).max();
+            hi.unwrap_or(kt).clamp(kt, ke) - kt
+        };
+
         // Keys in the next tile, for decoding's prefetch. Prefill reuses each K/V tile across
         // every Q tile and finds it in L2/L3: no software prefetch there (measured slower).
         let next = bc.min(k_hi - ke);
@@ -122,9 +133,17 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 for (strip, st) in st_buf.chunks_exact_mut(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
                     let q0 = strip * LANE_PAD;
                     let cols = LANE_PAD.min(m_rows - q0);
-                    let st_mat = MatMut::new(st, n, cols, LANE_PAD, 1).expect("scratch sized by scratch_len");
+                    // Keys past the last one any row of the strip sees (the causal diagonal) are
+                    // not computed: `transform_scores` overwrites their stale scores with −∞.
+                    let seen = strip_seen(strip);
+                    if seen == 0 {
+                        continue;
+                    }
+                    let st_mat =
+                        MatMut::new(st, seen, cols, LANE_PAD, 1).expect("scratch sized by scratch_len");
                     let q_strip = Rhs::Packed(q_pack.sub_cols(q0, cols));
-                    macro_kernel_body(s, Lhs::Strided(k_tile), q_strip, st_mat, 1.0, 0.0);
+                    let k_seen = k_tile.block(0, 0, seen, d);
+                    macro_kernel_body(s, Lhs::Strided(k_seen), q_strip, st_mat, 1.0, 0.0);
                 }
             }
             Layout::Rows { ld, .. } => {
@@ -209,11 +228,32 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             MatRef::new(&*v_buf, n, dv, dv, 1).expect("scratch sized by scratch_len")
         };
         match layout {
-            Layout::Transposed { .. } => {
+            Layout::Transposed { .. } if full => {
                 // P is already packed: strip by strip, each n × 16 (see the product above).
                 let p_rhs = Rhs::Packed(PackedB::from_buffer(&*st_buf, n, mp));
                 let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
                 macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
+            }
+            Layout::Transposed { .. } => {
+                // One product per strip, over the keys it sees (the others have P = 0).
+                for (strip, p_strip) in st_buf.chunks_exact(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
+                    let seen = strip_seen(strip);
+                    if seen == 0 || dv == 0 {
+                        continue;
+                    }
+                    let p_rhs = Rhs::Packed(PackedB::from_buffer(p_strip, seen, LANE_PAD));
+                    let o_cols = &mut o_buf[strip * LANE_PAD..];
+                    let o_mat =
+                        MatMut::new(o_cols, dv, LANE_PAD, mp, 1).expect("scratch sized by scratch_len");
+                    macro_kernel_body(
+                        s,
+                        Lhs::Strided(v_lhs.block(0, 0, seen, dv).t()),
+                        p_rhs,
+                        o_mat,
+                        1.0,
+                        1.0,
+                    );
+                }
             }
             Layout::Rows { ld, .. } => rows::accumulate_pv(s, st_buf, ld, m_rows, v_lhs, o_buf, |_, _, _| ()),
         }
