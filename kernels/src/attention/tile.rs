@@ -18,9 +18,10 @@
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
 //! NaN/∞ or with strided columns) · K and V widened Bc×d, Bc×dv (only for half precision or
 //! strided columns) · m, l, α Mp each. The hot part at M = 64, d = dv = 128, Bc = 192:
-//! 32+32+48+32 KiB ≈ 144 KiB, inside a 512 KiB L2 beside the K and V tiles (96 KiB each); during
-//! each product one 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB) stays in L1 while
-//! the left operand's rows stream past it.
+//! 32+32+48+32 KiB ≈ 144 KiB, inside a 512 KiB L2 beside the K and V tiles (96 KiB each); at
+//! d = 64 with Bc = 384 it is 16+16+96+16 KiB with 96 KiB K and V tiles. During each product one
+//! 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB at d = 128) stays in L1 while the left
+//! operand's rows stream past it.
 
 use super::{KvMat, TileJob, rows, with_kv};
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
@@ -402,8 +403,8 @@ fn transform_scores<S: Simd>(
 /// `alpha` for the caller to rescale O). While a column has seen only −∞, `m'` stands in as
 /// −f32::MAX for the subtraction, so P = 0 and α = 0 instead of NaN.
 ///
-/// Columns go four vectors at a time, so a tile larger than L1 (192 keys × 64 queries is 48 KiB)
-/// streams from L2 twice per pass rather than once per vector of columns.
+/// Columns go four vectors at a time, so a tile larger than L1 (192 or 384 keys × 64 queries is
+/// 48 or 96 KiB) streams from L2 twice per pass rather than once per vector of columns.
 #[inline(always)]
 fn online_softmax<S: Simd>(
     s: S,

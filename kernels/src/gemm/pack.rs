@@ -165,9 +165,11 @@ fn pack_panel<S: Simd, const W: usize>(
     width: usize,
     out: &mut [f32],
 ) {
+    const { assert!(W <= 8 || W.is_multiple_of(8)) };
     assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
-    // (r0, c0) is inside the view, or the block is empty and nothing is read through `base`.
+    // (r0, c0) is inside the view, or nothing is read through `base` (an empty block, or
+    // width 0).
     let base = src.ptr().wrapping_add(r0.wrapping_mul(rs).wrapping_add(c0.wrapping_mul(cs)));
     let at = |p: usize, j: usize| {
         // SAFETY: p < depth and j < width, so (r0 + p, c0 + j) is inside the view (asserted above),
@@ -206,8 +208,8 @@ fn pack_panel<S: Simd, const W: usize>(
                     let dst = (p0 + p) * W + j0;
                     if dst + 8 <= depth * W {
                         // SAFETY: 8 floats from `dst` lie inside the panel's part of `out`. When
-                        // W − j0 < 8 the store spills into the next row, which a later store
-                        // overwrites (rows go in order).
+                        // W < 8 the store spills into the next row, which a later store overwrites
+                        // (rows go in order; W is below 8 or a multiple of 8, asserted above).
                         unsafe { s.store(out.as_mut_ptr().add(dst), *row) };
                     } else {
                         let mut tmp = [0.0f32; 8];
