@@ -229,14 +229,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             MatRef::new(&*v_buf, n, dv, dv, 1).expect("scratch sized by scratch_len")
         };
         match layout {
-            Layout::Transposed { .. } if full => {
-                // P is already packed: strip by strip, each n × 16 (see the product above).
-                let p_rhs = Rhs::Packed(PackedB::from_buffer(&*st_buf, n, mp));
-                let o_mat = MatMut::new(&mut *o_buf, dv, mp, mp, 1).expect("scratch sized by scratch_len");
-                macro_kernel_body(s, Lhs::Strided(v_lhs.t()), p_rhs, o_mat, 1.0, 1.0);
-            }
             Layout::Transposed { .. } => {
-                // One product per strip, over the keys it sees (the others have P = 0).
+                // P is already packed: strip by strip, each n × 16 (see the product above). One
+                // product per strip, over the keys it sees (the others have P = 0).
                 for (strip, p_strip) in st_buf.chunks_exact(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
                     let seen = strip_seen(strip);
                     if seen == 0 || dv == 0 {
@@ -246,14 +241,8 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                     let o_cols = &mut o_buf[strip * LANE_PAD..];
                     let o_mat =
                         MatMut::new(o_cols, dv, LANE_PAD, mp, 1).expect("scratch sized by scratch_len");
-                    macro_kernel_body(
-                        s,
-                        Lhs::Strided(v_lhs.block(0, 0, seen, dv).t()),
-                        p_rhs,
-                        o_mat,
-                        1.0,
-                        1.0,
-                    );
+                    let v_seen = v_lhs.block(0, 0, seen, dv).t();
+                    macro_kernel_body(s, Lhs::Strided(v_seen), p_rhs, o_mat, 1.0, 1.0);
                 }
             }
             Layout::Rows { ld, .. } => rows::accumulate_pv(s, st_buf, ld, m_rows, v_lhs, o_buf, |_, _, _| ()),
