@@ -143,24 +143,50 @@ impl<'a> KvMat<'a> {
             _ => with_kv!(self, m => widen(s, m.block(r0, 0, n, cols), buf)),
         }
     }
-    /// Prefetch hints for the cache lines holding columns `c0..c1` of row `j`, meant for data
-    /// needed a tile from now. Assumes unit column stride: for other strides the hints are merely
-    /// less useful. No bounds check is needed: a prefetch never faults.
-    #[inline(always)]
-    fn prefetch_cols<S: crate::isa::Simd>(&self, s: S, j: usize, c0: usize, c1: usize) {
-        with_kv!(self, m => prefetch_span(s, m, j, c0, c1))
+    /// Rows `r0..r0 + n` as prefetch targets (see [`AheadRows`]). Assumes unit column stride:
+    /// for other strides the hints are merely less useful.
+    pub(crate) fn ahead_rows(&self, r0: usize, n: usize) -> AheadRows {
+        with_kv!(self, m => AheadRows::of(m, r0, n))
     }
 }
 
-/// See [`KvMat::prefetch_cols`].
-#[inline(always)]
-fn prefetch_span<S: crate::isa::Simd, T: Copy>(s: S, m: &MatRef<'_, T>, j: usize, c0: usize, c1: usize) {
-    let row = m.ptr().wrapping_add(j.wrapping_mul(m.row_stride()));
-    let line = 64 / size_of::<T>();
-    let mut c = c0;
-    while c < c1 {
-        s.prefetch_far(row.wrapping_add(c).cast());
-        c += line;
+/// Rows of a K or V tile to fetch into L2 while another tile is read, so that the next pass
+/// finds them there: a plain description rather than a closure, which would not inherit the
+/// kernel's target features and would cost a call per key.
+#[derive(Clone, Copy)]
+pub(crate) struct AheadRows {
+    base: *const u8,
+    /// Bytes from one row to the next.
+    stride: usize,
+    rows: usize,
+    /// Bytes per row.
+    bytes: usize,
+}
+
+impl AheadRows {
+    /// Nothing to fetch.
+    pub(crate) const NONE: AheadRows = AheadRows { base: core::ptr::null(), stride: 0, rows: 0, bytes: 0 };
+
+    fn of<T: Copy>(m: &MatRef<'_, T>, r0: usize, n: usize) -> AheadRows {
+        let bytes = size_of::<T>();
+        AheadRows {
+            base: m.ptr().wrapping_add(r0.wrapping_mul(m.row_stride())).cast(),
+            stride: m.row_stride().wrapping_mul(bytes),
+            rows: n,
+            bytes: m.cols() * bytes,
+        }
+    }
+
+    /// Prefetch hints for the cache lines of row `j`, if there is one. No bounds check is
+    /// needed: a prefetch never faults, so the addresses may wrap.
+    #[inline(always)]
+    pub(crate) fn fetch<S: crate::isa::Simd>(&self, s: S, j: usize) {
+        if j < self.rows {
+            let row = self.base.wrapping_add(j.wrapping_mul(self.stride));
+            for offset in (0..self.bytes).step_by(64) {
+                s.prefetch_far(row.wrapping_add(offset).cast());
+            }
+        }
     }
 }
 

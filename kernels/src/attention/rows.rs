@@ -1,23 +1,36 @@
 //! The two products of a decode item, whose few stacked query rows (at most
-//! `ROWWISE_MAX_ROWS`) would leave most lanes of the transposed layout empty. Both keep a block
-//! of rows in registers and stream the K or V tile past it once per block:
+//! `ROWWISE_MAX_ROWS`) would leave most lanes of the transposed layout empty:
 //! - scores `S[r][j] = Q[r]·K[j]`: dot products along d, each K vector loaded once and used by
-//!   every row of the block;
-//! - `O[r] += Σⱼ P[r][j]·V[j]`: an R × CB block of O in registers, each V vector loaded once per
-//!   block and each P element broadcast once per key.
+//!   every row of a block;
+//! - `O[r] += Σⱼ P[r][j]·V[j]`: each V vector loaded once and used by every row of a block, O
+//!   streaming through L1.
 //!
-//! Blocks are sized so that accumulators, the streamed vectors and the broadcast fit the 16
-//! vector registers of AVX2 and every load feeds at least one FMA. (Before these kernels, the
-//! general 6 × 16 microkernel spent a third of its FMAs on absent rows of 4-row items, and the
-//! score loop issued more loads than FMAs.) Rows beyond [`ROW_BLOCK`] go in further blocks,
-//! re-reading the tile from L1/L2.
+//! [`stream_tiles`] runs both in one pass, a few keys at a time: the scores of one K tile beside
+//! `O += P·V` for another V tile (when decoding, the previous one, whose softmax is done).
+//! Decoding reads the cache from memory once, and the prefetchers keep up best with streams read
+//! in order and without pauses: at kv_len 16384, reading K and V side by side, each row front to
+//! back, took 15 % off the time of a whole K tile and then a whole V tile read column block by
+//! column block (what these kernels did before, to keep a block of O in registers), on 1 and 2
+//! threads alike.
+//!
+//! Blocks of rows and keys are sized so that accumulators, the streamed vectors and the
+//! broadcasts fit the 16 vector registers of AVX2. Rows beyond a block go in further blocks,
+//! which find the step's K and V rows in L1.
+//!
+//! No closures touch SIMD values here: a closure does not inherit the caller's target features,
+//! so the intrinsics inside it would become calls (measured: a fifth of the time).
 
-use super::Element;
+use super::{AheadRows, Element};
 use crate::isa::Simd;
 use crate::softmax::{exp_nonpositive, exp_sub_sum, row_max};
 use crate::view::MatRef;
 
-/// Rows per register block.
+/// Keys per step of [`stream_tiles`]: 2 K rows, then 2 V rows (1 KiB each in f32 at d = 128).
+/// Steps of 4 keys, with 2-row blocks for `O += P·V` to halve its stores, were 8–15 % slower at
+/// kv_len 16384 on 1 and 2 threads: the two streams then alternate in coarser bursts.
+const KEY_STEP: usize = 2;
+
+/// Rows per register block: 4 rows × 2 keys make 8 score accumulators or 8 broadcast weights.
 const ROW_BLOCK: usize = 4;
 
 /// Row `i` of `m` (wrapping: a view without columns may carry any row stride, and then the
@@ -27,63 +40,90 @@ fn row_ptr<T: Copy>(m: &MatRef<'_, T>, i: usize) -> *const T {
     m.ptr().wrapping_add(i.wrapping_mul(m.row_stride()))
 }
 
-/// `st[r·ld + j] = q[r]·k[j]` for every row of `q` and key of `k`, half-precision keys widened as
-/// they are loaded. `ahead(j)` is called once per key, so the caller can spread prefetches of the
-/// next tile over this one's work.
+/// In one pass over the keys: `st[r·ld + j] = q[r]·k[j]` for every row of `q` and key of `k`,
+/// and `o[r·dv + c] += Σⱼ p[r·ld + j]·v[j][c]` for every key and column of `v`. Either tile may
+/// be empty (no rows). Half-precision keys and values are widened as they are loaded.
+/// Row j of each of `ahead` is fetched as key j is read, so the rows the next pass reads arrive
+/// at the pace this one reads.
 ///
-/// Panics unless `q` and `k` have unit column stride, equal widths, and `st` holds the scores.
+/// Panics unless `q`, `k` and `v` have unit column stride, `q` and `k` equal widths, and `st`,
+/// `p` and `o` hold what is written or read.
+#[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
 #[inline(always)]
-pub(super) fn scores<S: Simd, T: Element>(
+pub(super) fn stream_tiles<S: Simd, T: Element>(
     s: S,
     q: MatRef<'_>,
     k: MatRef<'_, T>,
     st: &mut [f32],
+    p: &[f32],
     ld: usize,
-    ahead: impl Fn(usize),
+    v: MatRef<'_, T>,
+    o: &mut [f32],
+    ahead: [AheadRows; 2],
 ) {
-    let (rows, n) = (q.rows(), k.rows());
-    assert!(q.cols() == k.cols() && (q.col_stride() == 1 || q.cols() <= 1));
-    assert!(k.col_stride() == 1 || k.cols() <= 1);
-    assert!(rows == 0 || n == 0 || st.len() >= (rows - 1) * ld + n && ld >= n);
-    for r0 in (0..rows).step_by(ROW_BLOCK) {
-        let q = q.block(r0, 0, ROW_BLOCK.min(rows - r0), q.cols());
-        let st = &mut st[r0 * ld..];
-        // Prefetches go with the first block only: later blocks find the tile in cache.
-        let ahead = |j: usize| {
-            if r0 == 0 {
-                ahead(j)
+    let (rows, nk, nv, dv) = (q.rows(), k.rows(), v.rows(), v.cols());
+    let fits = |len: usize, n: usize| n == 0 || rows == 0 || len >= (rows - 1) * ld + n && ld >= n;
+    assert!(nk == 0 || q.cols() == k.cols() && (q.col_stride() == 1 || q.cols() <= 1));
+    assert!(k.col_stride() == 1 || k.cols() <= 1 || nk == 0);
+    assert!(v.col_stride() == 1 || dv <= 1 || nv == 0);
+    assert!(fits(st.len(), nk) && fits(p.len(), nv) && (nv == 0 || o.len() >= rows * dv));
+    let n = nk.max(nv);
+    for j in (0..n).step_by(KEY_STEP) {
+        for j in j..n.min(j + KEY_STEP) {
+            ahead.iter().for_each(|a| a.fetch(s, j));
+        }
+        let (kn, vn) = (KEY_STEP.min(nk.saturating_sub(j)), KEY_STEP.min(nv.saturating_sub(j)));
+        for r0 in (0..rows).step_by(ROW_BLOCK) {
+            let step = Step { r0, j, kn, vn, ld };
+            match rows - r0 {
+                1 => step.run::<S, T, 1>(s, &q, &k, st, p, &v, o),
+                2 => step.run::<S, T, 2>(s, &q, &k, st, p, &v, o),
+                3 => step.run::<S, T, 3>(s, &q, &k, st, p, &v, o),
+                _ => step.run::<S, T, ROW_BLOCK>(s, &q, &k, st, p, &v, o),
             }
-        };
-        // Keys per step so that R·KB accumulators, R query vectors and KB key vectors fit.
-        match q.rows() {
-            1 => scores_block::<S, T, 1, 8>(s, q, k, st, ld, ahead),
-            2 => scores_block::<S, T, 2, 4>(s, q, k, st, ld, ahead),
-            3 => scores_block::<S, T, 3, 2>(s, q, k, st, ld, ahead),
-            _ => scores_block::<S, T, 4, 2>(s, q, k, st, ld, ahead),
         }
     }
 }
 
-/// [`scores`] for one block of `R` rows, `KB` keys per step (then single keys).
-#[inline(always)]
-fn scores_block<S: Simd, T: Element, const R: usize, const KB: usize>(
-    s: S,
-    q: MatRef<'_>,
-    k: MatRef<'_, T>,
-    st: &mut [f32],
+/// One step of [`stream_tiles`] for one block of rows: rows `r0..r0 + R`, `kn` keys of K and
+/// `vn` keys of V from key `j` (each at most [`KEY_STEP`]).
+#[derive(Clone, Copy)]
+struct Step {
+    r0: usize,
+    j: usize,
+    kn: usize,
+    vn: usize,
     ld: usize,
-    ahead: impl Fn(usize),
-) {
-    let n = k.rows();
-    let mut j = 0;
-    while j + KB <= n {
-        (j..j + KB).for_each(&ahead);
-        dots::<S, T, R, KB>(s, &q, &k, j, st, ld);
-        j += KB;
-    }
-    for j in j..n {
-        ahead(j);
-        dots::<S, T, R, 1>(s, &q, &k, j, st, ld);
+}
+
+impl Step {
+    #[allow(clippy::too_many_arguments)] // the operands of both products
+    #[inline(always)]
+    fn run<S: Simd, T: Element, const R: usize>(
+        self,
+        s: S,
+        q: &MatRef<'_>,
+        k: &MatRef<'_, T>,
+        st: &mut [f32],
+        p: &[f32],
+        v: &MatRef<'_, T>,
+        o: &mut [f32],
+    ) {
+        let Step { r0, j, kn, vn, ld } = self;
+        if kn > 0 {
+            let (q, st) = (q.block(r0, 0, R, q.cols()), &mut st[r0 * ld..]);
+            match kn {
+                1 => dots::<S, T, R, 1>(s, &q, k, j, st, ld),
+                _ => dots::<S, T, R, KEY_STEP>(s, &q, k, j, st, ld),
+            }
+        }
+        if vn > 0 {
+            let (p, o) = (&p[r0 * ld..], &mut o[r0 * v.cols()..]);
+            match vn {
+                1 => add_weighted::<S, T, R, 1>(s, p, ld, v, j, o),
+                _ => add_weighted::<S, T, R, KEY_STEP>(s, p, ld, v, j, o),
+            }
+        }
     }
 }
 
@@ -105,10 +145,13 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     let kp: [*const T; KB] = core::array::from_fn(|g| row_ptr(k, j0 + g));
     let mut acc = [[s.splat(0.0); KB]; R];
     for p in (0..body).step_by(lanes) {
-        // SAFETY: rows of Q and K have unit column stride (checked by `scores`) and
+        // SAFETY: rows of Q and K have unit column stride (checked by `stream_tiles`) and
         // p + LANES ≤ d, so every load is inside a row.
         unsafe {
-            let kv: [S::V; KB] = core::array::from_fn(|g| T::load(s, kp[g].add(p)));
+            let mut kv = [s.splat(0.0); KB];
+            for (x, kp) in kv.iter_mut().zip(&kp) {
+                *x = T::load(s, kp.add(p));
+            }
             for (acc_r, qr) in acc.iter_mut().zip(&qp) {
                 let qv = s.load(qr.add(p));
                 for (a, kv) in acc_r.iter_mut().zip(&kv) {
@@ -133,112 +176,53 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     }
 }
 
-/// `o[r·dv + c] += Σⱼ p[r·ld + j]·v[j][c]` for the `rows` rows of `p` and `o` and every key and
-/// column of `v`, half-precision values widened as they are loaded. `ahead(j, c0, c1)` is called
-/// as columns `c0..c1` of key j are read, so the caller can fetch the same part of the next tile.
-///
-/// Panics unless `v` has unit column stride and `p` and `o` hold `rows` rows.
+/// `o[r·dv + c] += Σ_g p[r·ld + j0 + g]·v[j0 + g][c]` for rows `0..R`, keys `j0..j0 + KB` and
+/// every column, key after key: the `R × KB` weights are broadcast once, then the V rows go by
+/// front to back, each vector used by every row.
 #[inline(always)]
-pub(super) fn accumulate_pv<S: Simd, T: Element>(
-    s: S,
-    p: &[f32],
-    ld: usize,
-    rows: usize,
-    v: MatRef<'_, T>,
-    o: &mut [f32],
-    ahead: impl Fn(usize, usize, usize),
-) {
-    let (n, dv) = (v.rows(), v.cols());
-    assert!(v.col_stride() == 1 || dv <= 1);
-    assert!(rows == 0 || (n == 0 || p.len() >= (rows - 1) * ld + n && ld >= n) && o.len() >= rows * dv);
-    for r0 in (0..rows).step_by(ROW_BLOCK) {
-        let (p, o) = (&p[r0 * ld..], &mut o[r0 * dv..]);
-        // Prefetches go with the first block only: later blocks find the tile in cache.
-        let ahead = |j: usize, c0: usize, c1: usize| {
-            if r0 == 0 {
-                ahead(j, c0, c1)
-            }
-        };
-        // Column vectors per block so that R·CB accumulators, CB value vectors and a broadcast fit.
-        match ROW_BLOCK.min(rows - r0) {
-            1 => pv_block::<S, T, 1, 8>(s, p, ld, v, o, ahead),
-            2 => pv_block::<S, T, 2, 4>(s, p, ld, v, o, ahead),
-            3 => pv_block::<S, T, 3, 3>(s, p, ld, v, o, ahead),
-            _ => pv_block::<S, T, 4, 2>(s, p, ld, v, o, ahead),
-        }
-    }
-}
-
-/// [`accumulate_pv`] for one block of `R` rows: columns `CB` vectors at a time, then one vector at
-/// a time, then one by one.
-#[inline(always)]
-fn pv_block<S: Simd, T: Element, const R: usize, const CB: usize>(
-    s: S,
-    p: &[f32],
-    ld: usize,
-    v: MatRef<'_, T>,
-    o: &mut [f32],
-    ahead: impl Fn(usize, usize, usize),
-) {
-    let (n, dv) = (v.rows(), v.cols());
-    let lanes = S::LANES;
-    let mut c = 0;
-    while c + CB * lanes <= dv {
-        pv_columns::<S, T, R, CB>(s, p, ld, &v, o, c, &ahead);
-        c += CB * lanes;
-    }
-    while c + lanes <= dv {
-        pv_columns::<S, T, R, 1>(s, p, ld, &v, o, c, &ahead);
-        c += lanes;
-    }
-    for c in c..dv {
-        for r in 0..R {
-            o[r * dv + c] += (0..n).map(|j| p[r * ld + j] * v.at(j, c).to_f32()).sum::<f32>();
-        }
-    }
-}
-
-/// Columns `c0..c0 + CB·LANES` of [`pv_block`]: the `R × CB` block of O stays in registers while
-/// every key goes past.
-#[inline(always)]
-fn pv_columns<S: Simd, T: Element, const R: usize, const CB: usize>(
+fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
     s: S,
     p: &[f32],
     ld: usize,
     v: &MatRef<'_, T>,
+    j0: usize,
     o: &mut [f32],
-    c0: usize,
-    ahead: &impl Fn(usize, usize, usize),
 ) {
-    let (n, dv) = (v.rows(), v.cols());
+    let dv = v.cols();
     let lanes = S::LANES;
-    debug_assert!(c0 + CB * lanes <= dv && o.len() >= (R - 1) * dv + c0 + CB * lanes);
-    let o_at = |r: usize, b: usize| r * dv + c0 + b * lanes;
-    // SAFETY: c0 + CB·LANES ≤ dv (the caller's loop bound) and o holds R rows of dv (checked
-    // by `accumulate_pv`), so each O access is inside a row.
-    let mut acc: [[S::V; CB]; R] =
-        core::array::from_fn(|r| core::array::from_fn(|b| unsafe { s.load(o.as_ptr().add(o_at(r, b))) }));
-    // Row pointers into P, hoisted so the key loop keeps them in registers.
-    let p_rows: [*const f32; R] = core::array::from_fn(|r| p.as_ptr().wrapping_add(r * ld));
-    for j in 0..n {
-        ahead(j, c0, c0 + CB * lanes);
-        let vp = row_ptr(v, j).wrapping_add(c0);
-        // SAFETY: V has unit column stride (checked by `accumulate_pv`) and c0 + CB·LANES ≤ dv, so
-        // each load is inside row j; p_rows[r] + j is P[r·ld + j], inside p (checked there too).
+    let body = dv - dv % lanes;
+    assert!(o.len() >= R * dv && p.len() >= (R - 1) * ld + j0 + KB);
+    let mut w = [[s.splat(0.0); KB]; R];
+    for (r, w_r) in w.iter_mut().enumerate() {
+        for (g, w) in w_r.iter_mut().enumerate() {
+            *w = s.splat(p[r * ld + j0 + g]);
+        }
+    }
+    let vp: [*const T; KB] = core::array::from_fn(|g| row_ptr(v, j0 + g));
+    let op = o.as_mut_ptr();
+    for c in (0..body).step_by(lanes) {
+        // SAFETY: V has unit column stride (checked by `stream_tiles`) and c + LANES ≤ dv, so
+        // each V load is inside row j0 + g; o holds R rows of dv (checked above).
         unsafe {
-            let vv: [S::V; CB] = core::array::from_fn(|b| T::load(s, vp.add(b * lanes)));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let pr = s.splat(*p_rows[r].add(j));
-                for (a, vv) in acc_r.iter_mut().zip(&vv) {
-                    *a = s.mul_add(pr, *vv, *a);
+            let mut vv = [s.splat(0.0); KB];
+            for (x, vp) in vv.iter_mut().zip(&vp) {
+                *x = T::load(s, vp.add(c));
+            }
+            for (r, w_r) in w.iter().enumerate() {
+                let at = op.add(r * dv + c);
+                let mut acc = s.load(at);
+                for (w, vv) in w_r.iter().zip(&vv) {
+                    acc = s.mul_add(*w, *vv, acc);
                 }
+                s.store(at, acc);
             }
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (b, a) in acc_r.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { s.store(o.as_mut_ptr().add(o_at(r, b)), *a) };
+    for c in body..dv {
+        for r in 0..R {
+            for g in 0..KB {
+                o[r * dv + c] += p[r * ld + j0 + g] * v.at(j0 + g, c).to_f32();
+            }
         }
     }
 }

@@ -10,9 +10,11 @@
 //!   the packed right operand (Sᵀ is computed one 16-query strip at a time, each strip a dense
 //!   n × 16 block), so nothing is packed per tile. Rescaling Oᵀ by α is a vector multiply per row.
 //!
-//! Decode items (a few stacked rows) keep S and O row-major and use the register-blocked kernels
-//! of `rows`, which read K and V in place in their storage type; the next tile is prefetched at
-//! the pace this one is read, since decoding streams the cache from memory once.
+//! Decode items (a few stacked rows) keep S and O row-major and use the kernels of `rows`, which
+//! read K and V in place in their storage type. Decoding streams the cache from memory once, so
+//! each tile's `O += P·V` is deferred to the next tile's pass, which reads that V tile beside its
+//! own K tile (two scores buffers take turns holding S and the deferred P), and the next tile is
+//! prefetched at the pace this one is read.
 //!
 //! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
@@ -23,7 +25,7 @@
 //! 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB at d = 128) stays in L1 while the left
 //! operand's rows stream past it.
 
-use super::{KvMat, TileJob, rows, with_kv};
+use super::{AheadRows, KvMat, TileJob, rows, with_kv};
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
 use crate::isa::Simd;
 use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
@@ -53,7 +55,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let mp = if m_rows <= ROWWISE_MAX_ROWS { m_rows.next_multiple_of(S::LANES) } else { mp_alloc };
     let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
     let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
-    let (st_buf, rest) = rest.split_at_mut(scores_len(bc, m_rows));
+    let (st_all, rest) = rest.split_at_mut(scores_len(bc, m_rows));
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
     let (k_conv, rest) = rest.split_at_mut(bc * d);
     let (v_conv, rest) = rest.split_at_mut(bc * dv);
@@ -89,6 +91,13 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         Layout::Transposed { mp }
     };
     let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack_with(s, q_mat.t(), q_buf));
+    // The row layout's scores take at most ROWWISE_MAX_ROWS · ld of the 16 · ld reserved, so a
+    // second buffer fits beside: it holds P of the tile whose O += P·V is deferred (`pending`).
+    let (mut st_buf, mut p_prev) = match layout {
+        Layout::Rows { ld, .. } => st_all.split_at_mut(m_rows * ld),
+        Layout::Transposed { .. } => st_all.split_at_mut(st_all.len()),
+    };
+    let mut pending: Option<(usize, usize)> = None;
 
     let first = job.q_start;
     let last = first + rows - 1;
@@ -148,20 +157,17 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 }
             }
             Layout::Rows { ld, .. } => {
-                // Decoding streams K and V from memory once: fetch the next tile's row j while
-                // this tile works on its row j.
-                let ahead = |j: usize| {
-                    if j < next {
-                        job.k.prefetch_cols(s, ke + j, 0, d);
-                    }
-                };
+                // One pass reads this K tile and the deferred V tile side by side, and fetches
+                // row j of the next K tile and of this V tile as it reads their row j.
+                let ahead = [job.k.ahead_rows(ke, next), job.v.ahead_rows(kt, n)];
                 // Contiguous rows are read in place, in their storage type.
                 let k_tile = if job.k.unit_cols() {
                     job.k.block(kt, n)
                 } else {
                     KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, true))
                 };
-                with_kv!(k_tile, k => rows::scores(s, q_mat, k, st_buf, ld, ahead));
+                let v_prev = pending.take().map(|(pt, pn)| job.v.block(pt, pn));
+                stream_rows(s, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
             }
         }
         transform_scores(s, &job, rows, layout, kt, n, full, st_buf);
@@ -195,15 +201,10 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         // non-zero; they, and V with strided columns, go through a dense copy.
         let all_see_all = full && job.heads.iter().all(|h| h.bias.is_none() && h.mask.is_none());
         bad_keys.clear();
-        if let (true, Layout::Rows { ld, .. }, true) = (all_see_all, layout, job.v.unit_cols()) {
-            // The next tile's V rows are fetched column block by column block, at the pace the
-            // product reads this tile's.
-            let ahead = |j: usize, c0: usize, c1: usize| {
-                if j < next {
-                    job.v.prefetch_cols(s, ke + j, c0, c1);
-                }
-            };
-            with_kv!(job.v.block(kt, n), v => rows::accumulate_pv(s, st_buf, ld, m_rows, v, o_buf, ahead));
+        if let (true, Layout::Rows { .. }, true) = (all_see_all, layout, job.v.unit_cols()) {
+            // Deferred to the next pass (or the one after the last tile), P kept in `p_prev`.
+            pending = Some((kt, n));
+            core::mem::swap(&mut st_buf, &mut p_prev);
             continue;
         }
         let v_tile = job.v.rows_f32(s, kt, n, v_conv, false);
@@ -245,7 +246,17 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                     macro_kernel_body(s, Lhs::Strided(v_seen), p_rhs, o_mat, 1.0, 1.0);
                 }
             }
-            Layout::Rows { ld, .. } => rows::accumulate_pv(s, st_buf, ld, m_rows, v_lhs, o_buf, |_, _, _| ()),
+            Layout::Rows { ld, .. } => stream_rows(
+                s,
+                q_mat,
+                None,
+                &mut [],
+                st_buf,
+                ld,
+                Some(KvMat::F32(v_lhs)),
+                o_buf,
+                [AheadRows::NONE; 2],
+            ),
         }
         for &j in &bad_keys {
             for r in 0..m_rows {
@@ -264,6 +275,20 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
         }
     }
 
+    if let (Some((kt, n)), Layout::Rows { ld, .. }) = (pending, layout) {
+        stream_rows(
+            s,
+            q_mat,
+            None,
+            &mut [],
+            p_prev,
+            ld,
+            Some(job.v.block(kt, n)),
+            o_buf,
+            [AheadRows::NONE; 2],
+        );
+    }
+
     // Finish: O /= l, lse = m + ln l; a row that saw nothing has l = 0 and gets O = 0, lse = −∞.
     for (h, head) in job.heads.iter_mut().enumerate() {
         for i in 0..rows {
@@ -277,6 +302,36 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
             }
             if let Some(out) = head.lse.as_deref_mut() {
                 out[i] = lse;
+            }
+        }
+    }
+}
+
+/// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent. The
+/// public API stores K and V in one type; a pair of two types would go through in two passes.
+#[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
+#[inline(always)]
+fn stream_rows<S: Simd>(
+    s: S,
+    q: MatRef<'_>,
+    k: Option<KvMat<'_>>,
+    st: &mut [f32],
+    p: &[f32],
+    ld: usize,
+    v: Option<KvMat<'_>>,
+    o: &mut [f32],
+    ahead: [AheadRows; 2],
+) {
+    match (k, v) {
+        (Some(KvMat::F32(k)), Some(KvMat::F32(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
+        (Some(KvMat::F16(k)), Some(KvMat::F16(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
+        (Some(KvMat::Bf16(k)), Some(KvMat::Bf16(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
+        (k, v) => {
+            if let Some(k) = k {
+                with_kv!(k, k => rows::stream_tiles(s, q, k, st, p, ld, k.block(0, 0, 0, 0), o, ahead));
+            }
+            if let Some(v) = v {
+                with_kv!(v, v => rows::stream_tiles(s, q, v.block(0, 0, 0, 0), st, p, ld, v, o, ahead));
             }
         }
     }
