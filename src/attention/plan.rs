@@ -51,7 +51,8 @@ fn keys_per_tile(d: usize, dv: usize) -> usize {
 /// Keys per K/V tile when decoding, which streams K and V from memory once while prefetching the
 /// next tile: this tile and the next stay in L2 (2 × 96 keys × 1 KiB of f32 K and V at d = 128).
 /// Measured at kv_len 16384, 2 threads, interleaved: 96 was 5–15 % faster than 192 in two runs
-/// of three and even in the third; 64 and 128 were no better than 96.
+/// of three and even in the third; 64 and 128 were no better than 96 (with the kernels before
+/// K and V were read side by side, 2026-11-28; not re-tuned since).
 const DECODE_KEYS_PER_TILE: usize = 96;
 
 /// The shape of the work, decided from the shapes alone.
