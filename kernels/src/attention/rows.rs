@@ -11,7 +11,9 @@
 //! in order and without pauses: at kv_len 16384, reading K and V side by side, each row front to
 //! back, took 15 % off the time of a whole K tile and then a whole V tile read column block by
 //! column block (what these kernels did before, to keep a block of O in registers), on 1 and 2
-//! threads alike.
+//! threads alike. Half-precision K/V halves the bytes for the same arithmetic and is bound by
+//! the latter: there V goes right after the scores, by column blocks with a block of O in
+//! registers, which spares the O loads and stores of every key step.
 //!
 //! Blocks of rows and keys are sized so that accumulators, the streamed vectors and the
 //! broadcasts fit the 16 vector registers of AVX2. Rows beyond a block go in further blocks,

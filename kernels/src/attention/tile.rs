@@ -13,8 +13,8 @@
 //! Decode items (a few stacked rows) keep S and O row-major and use the kernels of `rows`, which
 //! read K and V in place in their storage type. Decoding streams the cache from memory once, so
 //! each tile's `O += P·V` is deferred to the next tile's pass, which reads that V tile beside its
-//! own K tile (two scores buffers take turns holding S and the deferred P), and the next tile is
-//! prefetched at the pace this one is read.
+//! own K tile (f32) or right after it (half precision; see `rows`), two scores buffers taking
+//! turns holding S and the deferred P; the next tiles are prefetched at the pace this one is read.
 //!
 //! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
@@ -307,8 +307,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     }
 }
 
-/// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent. The
-/// public API stores K and V in one type; a pair of two types would go through in two passes.
+/// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent (a
+/// lone tile gets an empty partner of its own type). The public API stores K and V in one type;
+/// a pair of two types would go through in two passes.
 #[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
 #[inline(always)]
 fn stream_rows<S: Simd>(
