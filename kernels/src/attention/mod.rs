@@ -159,13 +159,13 @@ pub(crate) struct AheadRows {
     /// Bytes from one row to the next.
     stride: usize,
     rows: usize,
-    /// Bytes per row.
-    bytes: usize,
+    /// 64-byte cache lines per row, counted once here rather than at every key.
+    lines: usize,
 }
 
 impl AheadRows {
     /// Nothing to fetch.
-    pub(crate) const NONE: AheadRows = AheadRows { base: core::ptr::null(), stride: 0, rows: 0, bytes: 0 };
+    pub(crate) const NONE: AheadRows = AheadRows { base: core::ptr::null(), stride: 0, rows: 0, lines: 0 };
 
     fn of<T: Copy>(m: &MatRef<'_, T>, r0: usize, n: usize) -> AheadRows {
         let bytes = size_of::<T>();
@@ -173,7 +173,7 @@ impl AheadRows {
             base: m.ptr().wrapping_add(r0.wrapping_mul(m.row_stride())).cast(),
             stride: m.row_stride().wrapping_mul(bytes),
             rows: n,
-            bytes: m.cols() * bytes,
+            lines: (m.cols() * bytes).div_ceil(64),
         }
     }
 
@@ -183,8 +183,8 @@ impl AheadRows {
     pub(crate) fn fetch<S: crate::isa::Simd>(&self, s: S, j: usize) {
         if j < self.rows {
             let row = self.base.wrapping_add(j.wrapping_mul(self.stride));
-            for offset in (0..self.bytes).step_by(64) {
-                s.prefetch_far(row.wrapping_add(offset).cast());
+            for line in 0..self.lines {
+                s.prefetch_far(row.wrapping_add(64 * line).cast());
             }
         }
     }

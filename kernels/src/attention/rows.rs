@@ -26,6 +26,7 @@ use super::{AheadRows, Element};
 use crate::isa::Simd;
 use crate::softmax::{exp_nonpositive, exp_sub_sum, row_max};
 use crate::view::MatRef;
+use core::ops::Range;
 
 /// Keys per step of [`stream_tiles`]: 2 K rows, then 2 V rows (1 KiB each in f32 at d = 128).
 /// Steps of 4 keys, with 2-row blocks for `O += P·V` to halve its stores, were 8–15 % slower at
@@ -75,20 +76,16 @@ pub(super) fn stream_tiles<S: Simd, T: Element>(
     // (f16 at kv_len 16384 took 20 % longer beside K, on 1 and 2 threads).
     let v_beside_k = size_of::<T>() == size_of::<f32>();
     let n = if v_beside_k { nk.max(nv) } else { nk };
-    for j in (0..n).step_by(KEY_STEP) {
-        for j in j..n.min(j + KEY_STEP) {
-            ahead.iter().for_each(|a| a.fetch(s, j));
-        }
-        let kn = KEY_STEP.min(nk.saturating_sub(j));
-        let vn = if v_beside_k { KEY_STEP.min(nv.saturating_sub(j)) } else { 0 };
+    let pass = Pass { nk, nv: if v_beside_k { nv } else { 0 }, ld };
+    // One block of rows takes all keys in one go: its size is then fixed for the whole pass, so
+    // the key loop carries no dispatch and keeps its pointers in registers. More rows go key
+    // step by key step, each block finding the step's K and V rows in L1.
+    let chunk = if rows <= ROW_BLOCK { n.max(1) } else { KEY_STEP };
+    for j in (0..n).step_by(chunk) {
+        let keys = j..n.min(j + chunk);
         for r0 in (0..rows).step_by(ROW_BLOCK) {
-            let step = Step { r0, j, kn, vn, ld };
-            match rows - r0 {
-                1 => step.run::<S, T, 1>(s, &q, &k, st, p, &v, o),
-                2 => step.run::<S, T, 2>(s, &q, &k, st, p, &v, o),
-                3 => step.run::<S, T, 3>(s, &q, &k, st, p, &v, o),
-                _ => step.run::<S, T, ROW_BLOCK>(s, &q, &k, st, p, &v, o),
-            }
+            let ahead = if r0 == 0 { ahead } else { [AheadRows::NONE; 2] };
+            pass.block::<S, T>(s, rows - r0, r0, keys.clone(), ahead, &q, &k, st, p, &v, o);
         }
     }
     if !v_beside_k && nv > 0 {
@@ -105,23 +102,27 @@ pub(super) fn stream_tiles<S: Simd, T: Element>(
     }
 }
 
-/// One step of [`stream_tiles`] for one block of rows: rows `r0..r0 + R`, `kn` keys of K and
-/// `vn` keys of V from key `j` (each at most [`KEY_STEP`]).
+/// What every block of rows in a [`stream_tiles`] pass shares: keys of K (`nk`) and of V read
+/// beside them (`nv`), and the row stride of the scores.
 #[derive(Clone, Copy)]
-struct Step {
-    r0: usize,
-    j: usize,
-    kn: usize,
-    vn: usize,
+struct Pass {
+    nk: usize,
+    nv: usize,
     ld: usize,
 }
 
-impl Step {
+impl Pass {
+    /// Rows `r0..r0 + min(left, ROW_BLOCK)` over `keys`, [`KEY_STEP`] keys at a time, fetching
+    /// row j of each of `ahead` as key j goes by.
     #[allow(clippy::too_many_arguments)] // the operands of both products
     #[inline(always)]
-    fn run<S: Simd, T: Element, const R: usize>(
+    fn block<S: Simd, T: Element>(
         self,
         s: S,
+        left: usize,
+        r0: usize,
+        keys: Range<usize>,
+        ahead: [AheadRows; 2],
         q: &MatRef<'_>,
         k: &MatRef<'_, T>,
         st: &mut [f32],
@@ -129,17 +130,47 @@ impl Step {
         v: &MatRef<'_, T>,
         o: &mut [f32],
     ) {
-        let Step { r0, j, kn, vn, ld } = self;
-        if kn > 0 {
-            let (q, st) = (q.block(r0, 0, R, q.cols()), &mut st[r0 * ld..]);
-            match kn {
+        match left {
+            1 => self.steps::<S, T, 1>(s, r0, keys, ahead, q, k, st, p, v, o),
+            2 => self.steps::<S, T, 2>(s, r0, keys, ahead, q, k, st, p, v, o),
+            3 => self.steps::<S, T, 3>(s, r0, keys, ahead, q, k, st, p, v, o),
+            _ => self.steps::<S, T, ROW_BLOCK>(s, r0, keys, ahead, q, k, st, p, v, o),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the operands of both products
+    #[inline(always)]
+    fn steps<S: Simd, T: Element, const R: usize>(
+        self,
+        s: S,
+        r0: usize,
+        keys: Range<usize>,
+        ahead: [AheadRows; 2],
+        q: &MatRef<'_>,
+        k: &MatRef<'_, T>,
+        st: &mut [f32],
+        p: &[f32],
+        v: &MatRef<'_, T>,
+        o: &mut [f32],
+    ) {
+        let Pass { nk, nv, ld } = self;
+        let q = q.block(r0, 0, R, q.cols());
+        // A product without keys may come with empty buffers.
+        let st = st.get_mut(r0 * ld..).unwrap_or_default();
+        let p = p.get(r0 * ld..).unwrap_or_default();
+        let o = o.get_mut(r0 * v.cols()..).unwrap_or_default();
+        let end = keys.end;
+        for j in keys.step_by(KEY_STEP) {
+            for j in j..end.min(j + KEY_STEP) {
+                ahead.iter().for_each(|a| a.fetch(s, j));
+            }
+            match KEY_STEP.min(nk.saturating_sub(j)) {
+                0 => {}
                 1 => dots::<S, T, R, 1>(s, &q, k, j, st, ld),
                 _ => dots::<S, T, R, KEY_STEP>(s, &q, k, j, st, ld),
             }
-        }
-        if vn > 0 {
-            let (p, o) = (&p[r0 * ld..], &mut o[r0 * v.cols()..]);
-            match vn {
+            match KEY_STEP.min(nv.saturating_sub(j)) {
+                0 => {}
                 1 => add_weighted::<S, T, R, 1>(s, p, ld, v, j, o),
                 _ => add_weighted::<S, T, R, KEY_STEP>(s, p, ld, v, j, o),
             }
@@ -158,6 +189,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     ld: usize,
 ) {
     const { assert!(R * KB <= 8) };
+    assert!(st.len() >= (R - 1) * ld + j0 + KB);
     let d = k.cols();
     let lanes = S::LANES;
     let body = d - d % lanes;
@@ -188,10 +220,20 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     let mut sums = [0.0f32; 16];
     // SAFETY: `sums` holds 16 ≥ LANES floats.
     unsafe { s.store(sums.as_mut_ptr(), s.sum8(flat)) };
+    let stp = st.as_mut_ptr();
     for r in 0..R {
         for g in 0..KB {
-            let tail: f32 = (body..d).map(|p| k.at(j0 + g, p).to_f32() * q.at(r, p)).sum();
-            st[r * ld + j0 + g] = sums[r * KB + g] + tail;
+            // SAFETY: r·ld + j0 + g < (R − 1)·ld + j0 + KB ≤ st.len() (checked above); a raw
+            // store spares a bounds check per score.
+            unsafe { *stp.add(r * ld + j0 + g) = sums[r * KB + g] };
+        }
+    }
+    // Apart, so that the common d (a multiple of LANES) carries no call to the scalar sum.
+    if body < d {
+        for r in 0..R {
+            for g in 0..KB {
+                st[r * ld + j0 + g] += (body..d).map(|p| k.at(j0 + g, p).to_f32() * q.at(r, p)).sum::<f32>();
+            }
         }
     }
 }
@@ -215,7 +257,9 @@ fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
     let mut w = [[s.splat(0.0); KB]; R];
     for (r, w_r) in w.iter_mut().enumerate() {
         for (g, w) in w_r.iter_mut().enumerate() {
-            *w = s.splat(p[r * ld + j0 + g]);
+            // SAFETY: r·ld + j0 + g < (R − 1)·ld + j0 + KB ≤ p.len() (checked above); a raw
+            // load spares a bounds check per weight.
+            *w = s.splat(unsafe { *p.as_ptr().add(r * ld + j0 + g) });
         }
     }
     let vp: [*const T; KB] = core::array::from_fn(|g| row_ptr(v, j0 + g));
