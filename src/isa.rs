@@ -5,7 +5,8 @@ use flashcpu_kernels::Isa;
 pub use flashcpu_kernels::IsaKind;
 use std::sync::OnceLock;
 
-/// The environment variable that forces an instruction set: `portable` or `avx2fma` (`avx2`).
+/// The environment variable that forces an instruction set: `portable`, `avx2fma` (`avx2`) or
+/// `avx512`.
 pub const ISA_ENV: &str = "FLASHCPU_ISA";
 
 /// Parses an ISA name as accepted by `FLASHCPU_ISA` and the CLI's `--isa`.
@@ -13,9 +14,10 @@ pub fn parse_isa(name: &str) -> Result<IsaKind> {
     match name.trim().to_ascii_lowercase().as_str() {
         "portable" => Ok(IsaKind::Portable),
         "avx2" | "avx2fma" | "avx2+fma" => Ok(IsaKind::Avx2Fma),
-        other => {
-            Err(Error::UnsupportedIsa(format!("unknown ISA {other:?}; expected one of: portable, avx2fma")))
-        }
+        "avx512" | "avx512f" => Ok(IsaKind::Avx512),
+        other => Err(Error::UnsupportedIsa(format!(
+            "unknown ISA {other:?}; expected one of: portable, avx2fma, avx512"
+        ))),
     }
 }
 

@@ -6,8 +6,8 @@
 use super::{Rng, pool3, tolerance};
 use crate::reference::{matmul_f32_naive, matmul_f64};
 use crate::{
-    Error, IsaKind, KC, MC, MatMut, MatRef, MatmulOptions, NC, Parallelism, available_isas, matmul,
-    matmul_with, parse_isa,
+    Error, IsaKind, KC, KC_AVX512, MC, MatMut, MatRef, MatmulOptions, NC, Parallelism, available_isas,
+    matmul, matmul_with, parse_isa,
 };
 use flashcpu_kernels::gemm::{MR, NR};
 use proptest::prelude::*;
@@ -305,7 +305,7 @@ proptest! {
     #[test]
     fn matches_reference_beyond_cache_blocks(
         case in cases(prop_oneof![
-            (select(vec![MC + 1, 2 * MC + 8]), select(vec![KC + 1, KC + 44]), select(vec![1, 5, 17, 33, 65])),
+            (select(vec![MC + 1, 2 * MC + 8]), select(vec![KC + 1, KC + 44, KC_AVX512 + 3]), select(vec![1, 5, 17, 33, 65])),
             (select(vec![1, 7]), select(vec![1, 17]), Just(NC + NR + 3)),
         ])
     ) {
@@ -333,7 +333,12 @@ fn case(m: usize, k: usize, n: usize, alpha: f32, beta: f32) -> Case {
 /// tiles (the store-from-registers path), on edge tiles and past KC, in every C layout.
 #[test]
 fn beta_zero_never_reads_c() {
-    for (m, k, n) in [(2 * MR, 9, 2 * NR), (37, 19, 41), (2 * MC + 8, KC + 44, 33)] {
+    for (m, k, n) in [
+        (2 * MR, 9, 2 * NR),
+        (37, 19, 41),
+        (2 * MC + 8, KC + 44, 33),
+        (2 * MR + 1, KC_AVX512 + 44, 3 * NR + 5),
+    ] {
         for layout in LAYOUTS {
             let case = Case { c: layout, ..case(m, k, n, -2.3, 0.0) };
             check_case(&case).unwrap();
@@ -604,12 +609,15 @@ fn overlapping_outputs_are_refused() {
 
 #[test]
 fn unknown_isa_names_are_refused() {
-    for name in ["sse9", "", "avx512", "portable2"] {
+    for name in ["sse9", "", "avx512bw", "portable2"] {
         assert!(matches!(parse_isa(name), Err(Error::UnsupportedIsa(_))), "{name:?}");
     }
     assert_eq!(parse_isa(" Portable "), Ok(IsaKind::Portable));
     for name in ["avx2", "AVX2FMA", "avx2+fma"] {
         assert_eq!(parse_isa(name), Ok(IsaKind::Avx2Fma), "{name:?}");
+    }
+    for name in ["avx512", "AVX512F"] {
+        assert_eq!(parse_isa(name), Ok(IsaKind::Avx512), "{name:?}");
     }
 }
 

@@ -293,7 +293,7 @@ pub fn all_finite(isa: Isa, m: MatRef<'_>) -> bool {
     dispatch!(isa,
         // SAFETY: a MatRef with unit column stride has `cols` readable floats in each row.
         portable => unsafe { crate::softmax::all_finite(crate::isa::Portable, m.ptr(), m.rows(), m.cols(), m.row_stride()) },
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+        // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { all_finite_avx2(crate::isa::Avx2Fma::new_unchecked(), m) },
     )
 }
@@ -342,7 +342,7 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
     assert!(scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc), "attend: scratch");
     dispatch!(isa,
         portable => tile::attend_body(crate::isa::Portable, job, scratch),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+        // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) },
     )
 }

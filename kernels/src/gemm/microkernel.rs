@@ -76,7 +76,7 @@ pub(crate) unsafe fn microkernel<S: Simd>(
 /// A and B lines streaming through that set before the stores came. Measured at
 /// 2048×128×2048, median of 5 interleaved runs: 12.2 ms prefetching at the start, 12.1 at 64
 /// steps, 11.8 at 32; a 2000-wide C is unchanged.
-const C_AHEAD: usize = 32;
+pub(super) const C_AHEAD: usize = 32;
 
 /// The k loop for the first `R` rows, with `prefetch_c` run [`C_AHEAD`] steps before its end.
 ///

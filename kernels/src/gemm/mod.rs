@@ -9,6 +9,8 @@
 //!     microkernel: C[MR×NR] = α·(A_strip · B_strip) + β·C[MR×NR]
 //! ```
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod microkernel;
 mod pack;
 
@@ -132,8 +134,10 @@ pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'
     );
     dispatch!(isa,
         portable => macro_kernel_body(crate::isa::Portable, a, b, c, alpha, beta),
-        // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+        // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { macro_kernel_avx2(crate::isa::Avx2Fma::new_unchecked(), a, b, c, alpha, beta) },
+        // SAFETY: an Isa of kind Avx512 is only made after detecting AVX-512F, AVX2, FMA and F16C.
+        avx512 => unsafe { avx512::macro_kernel_avx512(crate::isa::Avx512::new_unchecked(), a, b, c, alpha, beta) },
     )
 }
 

@@ -37,7 +37,7 @@ impl<'a> PackedB<'a> {
     pub fn pack(isa: Isa, b: MatRef<'_>, buf: &'a mut [f32]) -> PackedB<'a> {
         dispatch!(isa,
             portable => Self::pack_with(Portable, b, buf),
-            // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+            // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
             avx2 => unsafe { pack_b_avx2(Avx2Fma::new_unchecked(), b, buf) },
         )
     }
@@ -102,7 +102,7 @@ impl<'a> PackedA<'a> {
     pub fn pack(isa: Isa, a: MatRef<'_>, buf: &'a mut [f32]) -> PackedA<'a> {
         dispatch!(isa,
             portable => Self::pack_with(Portable, a, buf),
-            // SAFETY: an Isa of kind Avx2Fma is only made after detecting AVX2, FMA and F16C.
+            // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
             avx2 => unsafe { pack_a_avx2(Avx2Fma::new_unchecked(), a, buf) },
         )
     }

@@ -1,7 +1,8 @@
 //! Instruction-set tokens and the [`Simd`] trait that every kernel body is written against.
 //!
 //! A token is a zero-sized value whose existence proves that the running CPU supports its
-//! instructions: [`Portable`] always exists, [`Avx2Fma`] only comes from [`Avx2Fma::detect`].
+//! instructions: [`Portable`] always exists, [`Avx2Fma`] only comes from [`Avx2Fma::detect`] and
+//! [`Avx512`] from [`Avx512::detect`].
 //! Kernel bodies are generic over `S: Simd` and `#[inline(always)]` all the way down; one
 //! `#[target_feature]` wrapper per coarse entry point lets LLVM emit the ISA's instructions for the
 //! whole inlined body. [`Isa`] carries the chosen token through the safe API.
@@ -13,6 +14,10 @@ pub use portable::Portable;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2Fma;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub use avx512::Avx512;
 
 /// f32 lane operations, implemented by ISA tokens.
 ///
@@ -92,17 +97,20 @@ pub enum IsaKind {
     Portable,
     /// x86-64 AVX2 + FMA through `core::arch` intrinsics, chosen at run time.
     Avx2Fma,
+    /// x86-64 AVX-512F: a 6×32 matmul tile in zmm registers; every other kernel runs its AVX2 body.
+    Avx512,
 }
 
 impl IsaKind {
     /// Every kind, fastest last.
-    pub const ALL: [IsaKind; 2] = [IsaKind::Portable, IsaKind::Avx2Fma];
+    pub const ALL: [IsaKind; 3] = [IsaKind::Portable, IsaKind::Avx2Fma, IsaKind::Avx512];
 
     /// The lower-case name used by `FLASHCPU_ISA` and in benchmark ids.
     pub fn name(self) -> &'static str {
         match self {
             IsaKind::Portable => "portable",
             IsaKind::Avx2Fma => "avx2fma",
+            IsaKind::Avx512 => "avx512",
         }
     }
 }
@@ -127,6 +135,7 @@ impl Isa {
         let available = match kind {
             IsaKind::Portable => true,
             IsaKind::Avx2Fma => avx2_fma_available(),
+            IsaKind::Avx512 => avx512_available(),
         };
         available.then_some(Isa { kind })
     }
@@ -158,16 +167,35 @@ fn avx2_fma_available() -> bool {
     }
 }
 
-/// Runs `$body` with `$s` bound to the token of `$isa`, each arm inside `$wrapper`-style
-/// `#[target_feature]` functions that the caller defines. Used by the coarse entry points only.
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Avx512::detect().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Evaluates the arm for the kind of `$isa`; each arm calls a `#[target_feature]` wrapper that the
+/// caller defines. Without an `avx512` arm, an AVX-512 `Isa` takes the `avx2` arm: detecting it
+/// also detected AVX2, FMA and F16C. Used by the coarse entry points only.
 macro_rules! dispatch {
     ($isa:expr, portable => $portable:expr, avx2 => $avx2:expr $(,)?) => {
+        $crate::isa::dispatch!($isa, portable => $portable, avx2 => $avx2, avx512 => $avx2)
+    };
+    ($isa:expr, portable => $portable:expr, avx2 => $avx2:expr, avx512 => $avx512:expr $(,)?) => {
         match $isa.kind() {
             $crate::isa::IsaKind::Portable => $portable,
             #[cfg(target_arch = "x86_64")]
             $crate::isa::IsaKind::Avx2Fma => $avx2,
+            #[cfg(target_arch = "x86_64")]
+            $crate::isa::IsaKind::Avx512 => $avx512,
             #[cfg(not(target_arch = "x86_64"))]
-            $crate::isa::IsaKind::Avx2Fma => unreachable!("Isa::new never yields AVX2 off x86-64"),
+            $crate::isa::IsaKind::Avx2Fma | $crate::isa::IsaKind::Avx512 => {
+                unreachable!("Isa::new never yields an x86 ISA off x86-64")
+            }
         }
     };
 }
