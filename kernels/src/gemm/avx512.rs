@@ -6,7 +6,7 @@
 //! spills). Twelve independent chains cover the FMA latency (4 cycles) × 2 pipes of Zen 4/5 and
 //! Skylake-X. A lone last strip (n mod 32 ≤ 16) takes the 6×16 AVX2 tile.
 
-use super::microkernel::{C_AHEAD, LhsStrip, MR, NR, microkernel};
+use super::microkernel::{C_AHEAD, CTile, LhsStrip, MR, NR, microkernel, store_scalar};
 use super::{Lhs, Rhs};
 use crate::isa::{Avx2Fma, Avx512};
 use crate::view::MatMut;
@@ -44,41 +44,31 @@ pub(super) unsafe fn macro_kernel_avx512(
         // LOOP 1 (IR): m in MR strips of A.
         for ir in (0..m).step_by(MR) {
             let mr = MR.min(m - ir);
-            let c_tile = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
+            let ptr = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
+            let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and
             // k rows of each B strip (a second strip exists when nr > NR); C rows ir..ir+mr and
             // columns jr..jr+nr are inside the view.
             unsafe {
                 match b1 {
-                    Some(b1) => tile(k, a.strip(ir), [b0, b1], c_tile, c_rs, c_cs, mr, nr, alpha, beta),
-                    None => microkernel(narrow, k, a.strip(ir), b0, c_tile, c_rs, c_cs, mr, nr, alpha, beta),
+                    Some(b1) => tile(k, a.strip(ir), [b0, b1], c_tile),
+                    None => microkernel(narrow, k, a.strip(ir), b0, c_tile),
                 }
             }
         }
     }
 }
 
-/// `C[..mr, ..nr] = α·(A·[B0 B1]) + β·C[..mr, ..nr]` for the MR×k strip `a` and two k×NR strips
-/// `(start, row_step)`; with `β = 0` C is not read.
+/// `C[..mr, ..nr] = α·(A·[B0 B1]) + β·C[..mr, ..nr]` for the tile `c_tile` (`mr × nr`), the MR×k
+/// strip `a` and two k×NR strips `(start, row_step)`; with `β = 0` C is not read.
 ///
 /// # Safety
 /// AVX-512F is available; `a`'s rows are readable for k columns; `start + p·row_step` is NR
-/// readable floats for `p < k` in both strips; `c + i·c_rs + j·c_cs` is writable for `i < mr ≤ MR`,
-/// `j < nr ≤ 2·NR`, and no other thread accesses those elements during the call.
+/// readable floats for `p < k` in both strips; `ptr + i·rs + j·cs` of the tile is writable for
+/// `i < mr ≤ MR`, `j < nr ≤ 2·NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the BLIS microkernel signature, as for the AVX2 tile
-unsafe fn tile(
-    k: usize,
-    a: LhsStrip,
-    b: [(*const f32, usize); 2],
-    c: *mut f32,
-    c_rs: usize,
-    c_cs: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    beta: f32,
-) {
+unsafe fn tile(k: usize, a: LhsStrip, b: [(*const f32, usize); 2], c_tile: CTile) {
+    let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, .. } = c_tile;
     // SAFETY: forwarded contract; every k range lies inside 0..k.
     unsafe {
         // SAFETY: AVX-512F is available (contract).
@@ -100,7 +90,7 @@ unsafe fn tile(
         let acc = k_loop(zero, 0..k - late, a, b);
         prefetch_c(false);
         let acc = k_loop(acc, k - late..k, a, b);
-        store(&acc, c, c_rs, c_cs, mr, nr, alpha, beta);
+        store(&acc, c_tile);
     }
 }
 
@@ -139,17 +129,8 @@ unsafe fn k_loop(
 /// # Safety
 /// As for [`tile`]'s C.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store(
-    acc: &[[__m512; 2]; MR],
-    c: *mut f32,
-    c_rs: usize,
-    c_cs: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    beta: f32,
-) {
+unsafe fn store(acc: &[[__m512; 2]; MR], c_tile: CTile) {
+    let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     // SAFETY: AVX-512F is available (contract).
     let (va, vb) = unsafe { (_mm512_set1_ps(alpha), _mm512_set1_ps(beta)) };
     if c_cs == 1 {
@@ -181,14 +162,6 @@ unsafe fn store(
             unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR2 + v * NR), x) };
         }
     }
-    for i in 0..mr {
-        for j in 0..nr {
-            // SAFETY: i < mr, j < nr: inside C by the contract.
-            unsafe {
-                let p = c.add(i * c_rs + j * c_cs);
-                let ab = alpha * tile[i * NR2 + j];
-                *p = if beta == 0.0 { ab } else { beta.mul_add(*p, ab) };
-            }
-        }
-    }
+    // SAFETY: forwarded contract on C; the stack tile holds mr ≤ MR rows of 2·NR floats.
+    unsafe { store_scalar(&tile, NR2, c_tile) }
 }

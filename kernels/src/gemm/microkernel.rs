@@ -21,36 +21,42 @@ pub(crate) struct LhsStrip {
     pub col_step: usize,
 }
 
-/// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]`, where A is the MR×k strip `a` and B the
-/// k×NR strip `b = (start, row_step)` (row_step = NR when packed). Only the first `mr` rows and `nr` columns of C are touched; with `β = 0`, C is
-/// not read.
+/// The `rows × cols` corner of C that one register tile writes (`rows ≤ MR`), with its strides,
+/// and the scalars of `C ← α·(A·B) + β·C`.
+#[derive(Clone, Copy)]
+pub(crate) struct CTile {
+    pub ptr: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]` for the tile `c` (`mr × nr` = its rows × cols),
+/// where A is the MR×k strip `a` and B the k×NR strip `b = (start, row_step)` (row_step = NR when
+/// packed). Only the tile is touched; with `β = 0`, C is not read.
 ///
 /// # Safety
-/// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `b..b + k·NR` is
-/// readable (see below); `c + i·c_rs + j·c_cs` is writable for `i < mr ≤ MR`, `j < nr ≤ NR`, and no other
-/// thread accesses those elements during the call. `S::LANES` is 8. (For B: `start + p·row_step`
-/// is NR readable floats for `p < k`.)
+/// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `start + p·row_step`
+/// is NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr ≤ MR`,
+/// `j < nr ≤ NR`, and no other thread accesses those elements during the call. `S::LANES` is 8.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the BLIS microkernel signature; grouping would hide the contract
 pub(crate) unsafe fn microkernel<S: Simd>(
     s: S,
     k: usize,
     a: LhsStrip,
     (b, b_step): (*const f32, usize),
-    c: *mut f32,
-    c_rs: usize,
-    c_cs: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    beta: f32,
+    c: CTile,
 ) {
+    let (mr, nr) = (c.rows, c.cols);
     debug_assert!(S::LANES == 8 && mr <= MR && nr <= NR);
     let prefetch_c = || {
         for i in 0..mr {
-            let row = c.wrapping_add(i * c_rs);
+            let row = c.ptr.wrapping_add(i * c.rs);
             s.prefetch(row);
-            s.prefetch(row.wrapping_add((nr - 1) * c_cs));
+            s.prefetch(row.wrapping_add((nr - 1) * c.cs));
         }
     };
     // Edge strips of at most 2 rows (the last 2 rows of a 128-wide head, say) skip the FMAs of
@@ -65,7 +71,7 @@ pub(crate) unsafe fn microkernel<S: Simd>(
         }
     };
     // SAFETY: forwarded contract on C.
-    unsafe { store_tile(s, &acc, c, c_rs, c_cs, mr, nr, alpha, beta) }
+    unsafe { store_tile(s, &acc, c) }
 }
 
 /// k steps before the end of the k loop at which the C tile is prefetched (about 200 cycles,
@@ -145,18 +151,8 @@ unsafe fn k_loop<S: Simd, const R: usize>(
 /// # Safety
 /// As for [`microkernel`]'s C.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_tile<S: Simd>(
-    s: S,
-    acc: &[[S::V; VECS]; MR],
-    c: *mut f32,
-    c_rs: usize,
-    c_cs: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    beta: f32,
-) {
+unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
+    let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     let (va, vb) = (s.splat(alpha), s.splat(beta));
     if mr == MR && nr == NR && c_cs == 1 {
         for (i, row) in acc.iter().enumerate() {
@@ -179,12 +175,25 @@ unsafe fn store_tile<S: Simd>(
             unsafe { s.store(tile.as_mut_ptr().add(i * NR + v * 8), x) };
         }
     }
+    // SAFETY: forwarded contract on C; the stack tile holds mr ≤ MR rows of NR floats.
+    unsafe { store_scalar(&tile, NR, c_tile) }
+}
+
+/// Writes `α·tile + β·C` element by element into the `mr × nr` corner of C, from a row-major
+/// stack tile with rows `ld` apart: the edge and strided-C path of every register tile.
+///
+/// # Safety
+/// `tile` holds `mr` rows of `ld ≥ nr` floats; `c + i·c_rs + j·c_cs` is writable for `i < mr`,
+/// `j < nr`, and no other thread accesses those elements during the call.
+#[inline(always)]
+pub(super) unsafe fn store_scalar(tile: &[f32], ld: usize, c_tile: CTile) {
+    let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     for i in 0..mr {
-        for j in 0..nr {
+        for (j, &x) in tile[i * ld..i * ld + nr].iter().enumerate() {
             // SAFETY: i < mr, j < nr: inside C by the contract.
             unsafe {
                 let p = c.add(i * c_rs + j * c_cs);
-                let ab = alpha * tile[i * NR + j];
+                let ab = alpha * x;
                 *p = if beta == 0.0 { ab } else { beta.mul_add(*p, ab) };
             }
         }

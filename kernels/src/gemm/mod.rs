@@ -19,7 +19,7 @@ pub use pack::{PackedA, PackedB};
 
 use crate::isa::{Isa, Simd, dispatch};
 use crate::view::{MatMut, MatRef};
-use microkernel::{LhsStrip, microkernel};
+use microkernel::{CTile, LhsStrip, microkernel};
 
 /// The left operand of a macro-kernel call: packed into MR strips, or read in place through its
 /// strides (cheaper when the panel is small or already hot in cache).
@@ -180,10 +180,11 @@ pub(crate) fn macro_kernel_body<S: Simd>(
         // LOOP 1 (IR): m in MR strips of A.
         for ir in (0..m).step_by(MR) {
             let mr = MR.min(m - ir);
-            let c_tile = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
+            let ptr = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
+            let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and a
             // k×NR packed B strip; C rows ir..ir+mr and columns jr..jr+nr are inside the view.
-            unsafe { microkernel(s, k, a.strip(ir), b_strip, c_tile, c_rs, c_cs, mr, nr, alpha, beta) };
+            unsafe { microkernel(s, k, a.strip(ir), b_strip, c_tile) };
         }
     }
 }
