@@ -135,6 +135,7 @@ pub(crate) fn gemm(
         small_m(isa, threads, alpha, a, b, beta, c);
         return;
     }
+    let kc_block = if isa.kind() == IsaKind::Avx512 { KC_AVX512 } else { KC };
     // LOOP 5 (JC): n in NC blocks.
     let mut c_rest = c.rb();
     for jc in (0..n).step_by(NC) {
@@ -142,7 +143,6 @@ pub(crate) fn gemm(
         let (mut c_jc, right) = c_rest.split_at_col(nc);
         c_rest = right;
         // LOOP 4 (PC): k in KC blocks; the first applies β, later ones accumulate.
-        let kc_block = if isa.kind() == IsaKind::Avx512 { KC_AVX512 } else { KC };
         for pc in (0..k).step_by(kc_block) {
             let kc = kc_block.min(k - pc);
             let beta_pc = if pc == 0 { beta } else { 1.0 };

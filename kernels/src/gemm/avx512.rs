@@ -71,7 +71,6 @@ unsafe fn tile(k: usize, a: LhsStrip, b: [(*const f32, usize); 2], c_tile: CTile
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, .. } = c_tile;
     // SAFETY: forwarded contract; every k range lies inside 0..k.
     unsafe {
-        // SAFETY: AVX-512F is available (contract).
         let zero = [[_mm512_setzero_ps(); 2]; MR];
         let prefetch_c = |far: bool| {
             for i in 0..mr {

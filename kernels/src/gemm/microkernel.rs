@@ -183,8 +183,8 @@ unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
 /// stack tile with rows `ld` apart: the edge and strided-C path of every register tile.
 ///
 /// # Safety
-/// `tile` holds `mr` rows of `ld ≥ nr` floats; `c + i·c_rs + j·c_cs` is writable for `i < mr`,
-/// `j < nr`, and no other thread accesses those elements during the call.
+/// `tile` holds `mr` rows of `ld ≥ nr` floats; `ptr + i·rs + j·cs` of `c_tile` is writable for
+/// `i < mr`, `j < nr`, and no other thread accesses those elements during the call.
 #[inline(always)]
 pub(super) unsafe fn store_scalar(tile: &[f32], ld: usize, c_tile: CTile) {
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
