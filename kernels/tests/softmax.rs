@@ -1,16 +1,15 @@
 //! The vector exp and tanh against f64, on every ISA the host has: the accuracy their docs state.
 
-use flashcpu_kernels::isa::{Avx2Fma, Portable, Simd};
+use flashcpu_kernels::isa::{Avx2Fma, Avx512, Portable, Simd};
 use flashcpu_kernels::softmax::{exp, exp_nonpositive, tanh};
 
-/// Applies a lane function to 8 inputs at a time.
+/// Applies a lane function to `LANES` inputs at a time.
 fn lanes<S: Simd>(s: S, xs: &[f32], f: impl Fn(S, S::V) -> S::V) -> Vec<f32> {
-    assert_eq!(S::LANES, 8);
-    let mut out = vec![0.0f32; xs.len().next_multiple_of(8)];
+    let mut out = vec![0.0f32; xs.len().next_multiple_of(S::LANES)];
     let mut padded = xs.to_vec();
     padded.resize(out.len(), 0.0);
-    for (src, dst) in padded.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-        // SAFETY: both chunks hold exactly 8 = LANES floats.
+    for (src, dst) in padded.chunks_exact(S::LANES).zip(out.chunks_exact_mut(S::LANES)) {
+        // SAFETY: both chunks hold exactly LANES floats.
         unsafe { s.store(dst.as_mut_ptr(), f(s, s.load(src.as_ptr()))) };
     }
     out.truncate(xs.len());
@@ -66,6 +65,13 @@ fn portable_exp_and_tanh_meet_their_stated_accuracy() {
 #[test]
 fn avx2_exp_and_tanh_meet_their_stated_accuracy() {
     if let Some(s) = Avx2Fma::detect() {
+        check_all(s);
+    }
+}
+
+#[test]
+fn avx512_exp_and_tanh_meet_their_stated_accuracy() {
+    if let Some(s) = Avx512::detect() {
         check_all(s);
     }
 }

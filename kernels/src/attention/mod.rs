@@ -57,7 +57,6 @@ macro_rules! with_kv {
         }
     };
 }
-use with_kv;
 
 /// A K/V storage type that SIMD code widens to f32 in registers as it loads.
 pub(crate) trait Element: Copy {
@@ -68,6 +67,8 @@ pub(crate) trait Element: Copy {
     /// # Safety
     /// `p..p + S::LANES` must be readable.
     unsafe fn load<S: crate::isa::Simd>(s: S, p: *const Self) -> S::V;
+    /// The matrix inside `m` if it is stored in this type.
+    fn typed(m: KvMat<'_>) -> Option<MatRef<'_, Self>>;
 }
 
 impl Element for f32 {
@@ -79,6 +80,9 @@ impl Element for f32 {
     unsafe fn load<S: crate::isa::Simd>(s: S, p: *const f32) -> S::V {
         // SAFETY: the caller's contract.
         unsafe { s.load(p) }
+    }
+    fn typed(m: KvMat<'_>) -> Option<MatRef<'_, f32>> {
+        if let KvMat::F32(m) = m { Some(m) } else { None }
     }
 }
 
@@ -92,6 +96,9 @@ impl Element for f16 {
         // SAFETY: the caller's contract; f16 is 16 raw bits.
         unsafe { s.load_f16(p.cast()) }
     }
+    fn typed(m: KvMat<'_>) -> Option<MatRef<'_, f16>> {
+        if let KvMat::F16(m) = m { Some(m) } else { None }
+    }
 }
 
 impl Element for bf16 {
@@ -103,6 +110,9 @@ impl Element for bf16 {
     unsafe fn load<S: crate::isa::Simd>(s: S, p: *const bf16) -> S::V {
         // SAFETY: the caller's contract; bf16 is 16 raw bits.
         unsafe { s.load_bf16(p.cast()) }
+    }
+    fn typed(m: KvMat<'_>) -> Option<MatRef<'_, bf16>> {
+        if let KvMat::Bf16(m) = m { Some(m) } else { None }
     }
 }
 
@@ -341,9 +351,16 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
     }
     assert!(scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc), "attend: scratch");
     dispatch!(isa,
-        portable => tile::attend_body(crate::isa::Portable, job, scratch),
+        portable => tile::attend_body::<_, _, false>(crate::isa::Portable, crate::isa::Portable, job, scratch),
         // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) },
+        avx512 => if tile::is_rowwise(rows * job.heads.len()) {
+            // SAFETY: an Isa of kind Avx512 is only made after detecting AVX-512F, AVX2, FMA and F16C.
+            unsafe { attend_rowwise_avx512(crate::isa::Avx512::new_unchecked(), job, scratch) }
+        } else {
+            // SAFETY: as for the avx2 arm.
+            unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) }
+        },
     )
 }
 
@@ -352,5 +369,16 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_avx2(s: crate::isa::Avx2Fma, job: TileJob<'_>, scratch: &mut [f32]) {
-    tile::attend_body(s, job, scratch)
+    tile::attend_body::<_, _, false>(s, s, job, scratch)
+}
+
+/// A row-wise (decode) item with the 16-lane row kernels: half the instructions per key of the
+/// 8-lane ones. Prefill items run the AVX2 tiles ([`attend_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn attend_rowwise_avx512(s: crate::isa::Avx512, job: TileJob<'_>, scratch: &mut [f32]) {
+    tile::attend_body::<_, _, true>(s.avx2(), s, job, scratch)
 }

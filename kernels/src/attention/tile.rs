@@ -25,11 +25,12 @@
 //! 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB at d = 128) stays in L1 while the left
 //! operand's rows stream past it.
 
-use super::{AheadRows, KvMat, TileJob, rows, with_kv};
+use super::{AheadRows, Element, KvMat, TileJob, rows};
 use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
 use crate::isa::Simd;
 use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
 use crate::view::{MatMut, MatRef};
+use half::{bf16, f16};
 
 /// The query axis is padded to whole microkernel strips (NR = 16, also a multiple of every LANES).
 const LANE_PAD: usize = crate::gemm::NR;
@@ -41,8 +42,23 @@ pub(super) fn padded_rows(rows: usize) -> usize {
     rows.next_multiple_of(LANE_PAD)
 }
 
+/// Whether an item of `m_rows` stacked query rows (heads × rows) runs in the row-wise layout.
+pub(super) fn is_rowwise(m_rows: usize) -> bool {
+    m_rows <= ROWWISE_MAX_ROWS
+}
+
+/// `s` runs the register-tiled products and the transposed layout; `row_isa` runs the row-wise
+/// decode kernels of `rows`, which work at any vector width. They are the same token except under
+/// AVX-512, where the tiles stay 8 lanes wide and the row kernels take 16. `ROWWISE` promises
+/// that the item is row-wise ([`is_rowwise`]): an instantiation made for decoding alone then
+/// carries none of the transposed layout's code.
 #[inline(always)]
-pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f32]) {
+pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
+    s: S,
+    row_isa: R,
+    mut job: TileJob<'_>,
+    scratch: &mut [f32],
+) {
     let g = job.heads.len();
     let rows = job.heads.first().map_or(0, |h| h.q.rows());
     let (d, dv, bc) = (job.k.cols(), job.v.cols(), job.bc);
@@ -52,7 +68,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     }
     // Scratch is laid out for the widest padding; the row-wise layout only needs whole vectors.
     let mp_alloc = padded_rows(m_rows);
-    let mp = if m_rows <= ROWWISE_MAX_ROWS { m_rows.next_multiple_of(S::LANES) } else { mp_alloc };
+    assert!(!ROWWISE || is_rowwise(m_rows), "attend_body: a row-wise instantiation got a prefill item");
+    let rowwise = ROWWISE || is_rowwise(m_rows);
+    let mp = if rowwise { m_rows.next_multiple_of(R::LANES) } else { mp_alloc };
     let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
     let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
     let (st_all, rest) = rest.split_at_mut(scores_len(bc, m_rows));
@@ -85,7 +103,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
     let q_mat = MatRef::new(&*q_rows, m_rows, d, d, 1).expect("scratch sized by scratch_len");
     // Few stacked rows (decoding): queries in lanes would leave most lanes empty, so scores are
     // dot products along d, one row of S per query, and O is kept row-major (see `rows`).
-    let layout = if m_rows <= ROWWISE_MAX_ROWS {
+    let layout = if rowwise {
         Layout::Rows { dv, ld: bc.next_multiple_of(LANE_PAD) }
     } else {
         Layout::Transposed { mp }
@@ -167,14 +185,14 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                     KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, true))
                 };
                 let v_prev = pending.take().map(|(pt, pn)| job.v.block(pt, pn));
-                stream_rows(s, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
+                stream_rows(row_isa, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
             }
         }
         transform_scores(s, &job, rows, layout, kt, n, full, st_buf);
         match layout {
             Layout::Transposed { mp } => online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf),
             Layout::Rows { ld, .. } => {
-                rows::online_softmax(s, m_rows, n, st_buf, ld, m_buf, l_buf, alpha_buf)
+                rows::online_softmax(row_isa, m_rows, n, st_buf, ld, m_buf, l_buf, alpha_buf)
             }
         }
         if alpha_buf.iter().any(|&a| a != 1.0) {
@@ -188,7 +206,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 Layout::Rows { .. } => {
                     for (o_row, &a) in o_buf.chunks_exact_mut(dv.max(1)).zip(&alpha_buf[..m_rows]) {
                         // SAFETY: `o_row` is dv writable floats.
-                        unsafe { scale_row(s, o_row.as_mut_ptr(), o_row.len(), a) };
+                        unsafe { scale_row(row_isa, o_row.as_mut_ptr(), o_row.len(), a) };
                     }
                 }
             }
@@ -247,7 +265,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
                 }
             }
             Layout::Rows { ld, .. } => stream_rows(
-                s,
+                row_isa,
                 q_mat,
                 None,
                 &mut [],
@@ -277,7 +295,7 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
 
     if let (Some((kt, n)), Layout::Rows { ld, .. }) = (pending, layout) {
         stream_rows(
-            s,
+            row_isa,
             q_mat,
             None,
             &mut [],
@@ -309,7 +327,9 @@ pub(super) fn attend_body<S: Simd>(s: S, mut job: TileJob<'_>, scratch: &mut [f3
 
 /// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent (a
 /// lone tile gets an empty partner of its own type). The public API stores K and V in one type;
-/// a pair of two types would go through in two passes.
+/// a pair of two types goes in two passes. Every call site inlines this whole body, so it holds
+/// one call of the kernel per storage type and no more: with one per combination of types the
+/// crate took four times as long to compile.
 #[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
 #[inline(always)]
 fn stream_rows<S: Simd>(
@@ -323,19 +343,38 @@ fn stream_rows<S: Simd>(
     o: &mut [f32],
     ahead: [AheadRows; 2],
 ) {
-    match (k, v) {
-        (Some(KvMat::F32(k)), Some(KvMat::F32(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
-        (Some(KvMat::F16(k)), Some(KvMat::F16(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
-        (Some(KvMat::Bf16(k)), Some(KvMat::Bf16(v))) => rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
-        (k, v) => {
-            if let Some(k) = k {
-                with_kv!(k, k => rows::stream_tiles(s, q, k, st, p, ld, k.block(0, 0, 0, 0), o, ahead));
-            }
-            if let Some(v) = v {
-                with_kv!(v, v => rows::stream_tiles(s, q, v.block(0, 0, 0, 0), st, p, ld, v, o, ahead));
-            }
+    let same_type = match (k, v) {
+        (Some(k), Some(v)) => core::mem::discriminant(&k) == core::mem::discriminant(&v),
+        _ => true,
+    };
+    let passes = if same_type { [(k, v), (None, None)] } else { [(k, None), (None, v)] };
+    for (k, v) in passes {
+        match k.or(v) {
+            None => {}
+            Some(KvMat::F32(_)) => stream_typed::<S, f32>(s, q, k, st, p, ld, v, o, ahead),
+            Some(KvMat::F16(_)) => stream_typed::<S, f16>(s, q, k, st, p, ld, v, o, ahead),
+            Some(KvMat::Bf16(_)) => stream_typed::<S, bf16>(s, q, k, st, p, ld, v, o, ahead),
         }
     }
+}
+
+/// [`stream_rows`] for tiles stored in `T`, at least one of them present.
+#[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
+#[inline(always)]
+fn stream_typed<S: Simd, T: Element>(
+    s: S,
+    q: MatRef<'_>,
+    k: Option<KvMat<'_>>,
+    st: &mut [f32],
+    p: &[f32],
+    ld: usize,
+    v: Option<KvMat<'_>>,
+    o: &mut [f32],
+    ahead: [AheadRows; 2],
+) {
+    let (k, v) = (k.and_then(T::typed), v.and_then(T::typed));
+    let empty = k.or(v).expect("one tile is present, stored in T").block(0, 0, 0, 0);
+    rows::stream_tiles(s, q, k.unwrap_or(empty), st, p, ld, v.unwrap_or(empty), o, ahead);
 }
 
 /// Stacked rows up to which an item uses the row-wise layout (4 query rows of a 4-head group,

@@ -41,7 +41,7 @@ pub(crate) struct CTile {
 /// # Safety
 /// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `start + p·row_step`
 /// is NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr ≤ MR`,
-/// `j < nr ≤ NR`, and no other thread accesses those elements during the call. `S::LANES` is 8.
+/// `j < nr ≤ NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
 pub(crate) unsafe fn microkernel<S: Simd>(
     s: S,
@@ -51,7 +51,8 @@ pub(crate) unsafe fn microkernel<S: Simd>(
     c: CTile,
 ) {
     let (mr, nr) = (c.rows, c.cols);
-    debug_assert!(S::LANES == 8 && mr <= MR && nr <= NR);
+    const { assert!(S::LANES == 8, "the tile is two 8-lane vectors wide") };
+    debug_assert!(mr <= MR && nr <= NR);
     let prefetch_c = || {
         for i in 0..mr {
             let row = c.ptr.wrapping_add(i * c.rs);

@@ -165,7 +165,7 @@ fn pack_panel<S: Simd, const W: usize>(
     width: usize,
     out: &mut [f32],
 ) {
-    const { assert!(W <= 8 || W.is_multiple_of(8)) };
+    const { assert!((W <= 8 || W.is_multiple_of(8)) && S::LANES == 8, "copies and transposes 8-lane vectors") };
     assert!(width <= W && r0 + depth <= src.rows() && c0 + width <= src.cols() && out.len() >= depth * W);
     let (rs, cs) = (src.row_stride(), src.col_stride());
     // (r0, c0) is inside the view, or nothing is read through `base` (an empty block, or

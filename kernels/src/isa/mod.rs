@@ -25,7 +25,8 @@ pub use avx512::Avx512;
 /// of them can run. `max` and `min` follow the x86 rule: when either input lane is NaN the lane of
 /// `b` is returned, so `max(bound, x)` keeps a NaN `x`.
 pub trait Simd: Copy + Send + Sync + 'static {
-    /// f32 lanes in one vector.
+    /// f32 lanes in one vector: 8, or 16 for AVX-512 (kernels built around 8-lane vectors, the
+    /// register tiles and packing, assert it).
     const LANES: usize;
     /// Whether a vector is one machine register (so register-tiled kernels may count on 16 of
     /// them). `wide`'s 8-lane vector is two SSE registers on a default x86-64 build.
@@ -59,7 +60,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise minimum; a NaN in either lane yields `b`'s lane.
     fn min(self, a: Self::V, b: Self::V) -> Self::V;
-    /// Rounds to the nearest integer (ties to even).
+    /// Rounds to the nearest integer. Halfway cases go to even on the x86 tokens and away from
+    /// zero on the portable one (`wide`); the exp range reduction (|r| ≤ ln 2 / 2) holds either way.
     fn round(self, a: Self::V) -> Self::V;
     /// `2^n` for lanes holding integers in `-127..=127`; `-127` gives exactly 0.
     fn pow2i(self, n: Self::V) -> Self::V;
@@ -78,11 +80,12 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// Hints the cache line holding `p` into L2 only: for data needed thousands of cycles from
     /// now, which would only evict the working set if pulled into L1. Never faults.
     fn prefetch_far(self, p: *const f32);
-    /// Eight horizontal sums at once: lane i of the result is the sum of the lanes of `v[i]`
-    /// (for 8-lane tokens; a transpose-and-add, far cheaper than eight separate reductions).
+    /// Eight horizontal sums at once: lane i < 8 of the result is the sum of the lanes of `v[i]`,
+    /// and any further lanes are 0 (a transpose-and-add, far cheaper than eight reductions).
     fn sum8(self, v: [Self::V; 8]) -> Self::V;
-    /// The 8×8 transpose of eight vectors: lane j of result i is lane i of `v[j]` (for 8-lane
-    /// tokens). Packing uses it to turn eight column reads into eight row writes.
+    /// The 8×8 transpose of eight vectors: lane j of result i is lane i of `v[j]`; a 16-lane token
+    /// transposes each group of 8 lanes on its own. Packing uses it to turn eight column reads
+    /// into eight row writes.
     fn transpose8(self, v: [Self::V; 8]) -> [Self::V; 8];
     /// Sum of all lanes.
     fn reduce_sum(self, a: Self::V) -> f32;
@@ -97,7 +100,8 @@ pub enum IsaKind {
     Portable,
     /// x86-64 AVX2 + FMA through `core::arch` intrinsics, chosen at run time.
     Avx2Fma,
-    /// x86-64 AVX-512F: a 6×32 matmul tile in zmm registers; every other kernel runs its AVX2 body.
+    /// x86-64 AVX-512F: a 6×32 matmul tile and the row-wise decode kernels in zmm registers; the
+    /// other kernels run their AVX2 bodies.
     Avx512,
 }
 
