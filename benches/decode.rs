@@ -1,5 +1,7 @@
 //! Criterion benchmarks of decoding: one new query row per sequence against a filled KV cache
-//! (32 query heads, 8 KV heads, d = 128), in f32, f16 and bf16 storage, on 1 and 2 threads.
+//! (32 query heads, 8 KV heads, d = 128), in f32, f16 and bf16 storage, on 1 and 2 threads, under
+//! the host's two fastest ISAs (on an AVX-512 machine: the 16-lane row kernels against the 8-lane
+//! ones). Ids read `{dtype}-{isa}-{threads}t/{kv_len}`.
 //!
 //! Workflow:
 //! ```text
@@ -12,7 +14,9 @@
 mod common;
 use common::uniform;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flashcpu::{AttentionParams, CausalAlign, KvCache, KvCacheConfig, KvDtype, View4, View4Mut};
+use flashcpu::{
+    AttentionParams, CausalAlign, KvCache, KvCacheConfig, KvDtype, View4, View4Mut, available_isas,
+};
 use std::time::Duration;
 
 const HEADS: usize = 32;
@@ -50,7 +54,8 @@ fn decode(c: &mut Criterion) {
         "memory read bandwidth: {:.1} GB/s (2 threads)",
         flashcpu::peak::read_bandwidth_gbps(None, 2).unwrap_or(f64::NAN)
     );
-    let params = AttentionParams { causal: Some(CausalAlign::BottomRight), ..Default::default() };
+    let isas = available_isas();
+    let fastest = &isas[isas.len().saturating_sub(2)..];
     let q = uniform(HEADS * D, 9);
     let mut out = vec![0.0f32; HEADS * D];
     for kv_len in [4096, 16384] {
@@ -59,9 +64,15 @@ fn decode(c: &mut Criterion) {
         for (dtype, name) in [(KvDtype::F32, "f32"), (KvDtype::F16, "f16"), (KvDtype::Bf16, "bf16")] {
             let cache = filled(kv_len, dtype);
             group.throughput(Throughput::Bytes(cache.bytes() as u64));
-            for threads in [1, 2] {
+            for (&isa, threads) in fastest.iter().flat_map(|isa| [(isa, 1), (isa, 2)]) {
+                let params = AttentionParams {
+                    causal: Some(CausalAlign::BottomRight),
+                    isa: Some(isa),
+                    ..Default::default()
+                };
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                group.bench_function(BenchmarkId::new(format!("{name}-{threads}t"), kv_len), |b| {
+                let id = BenchmarkId::new(format!("{name}-{}-{threads}t", isa.name()), kv_len);
+                group.bench_function(id, |b| {
                     b.iter(|| {
                         pool.install(|| {
                             cache
