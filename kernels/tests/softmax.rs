@@ -1,6 +1,8 @@
 //! The vector exp and tanh against f64, on every ISA the host has: the accuracy their docs state.
 
-use flashcpu_kernels::isa::{Avx2Fma, Avx512, Portable, Simd};
+#[cfg(target_arch = "x86_64")]
+use flashcpu_kernels::isa::{Avx2Fma, Avx512};
+use flashcpu_kernels::isa::{Portable, Simd};
 use flashcpu_kernels::softmax::{exp, exp_nonpositive, tanh};
 
 /// Applies a lane function to `LANES` inputs at a time.
@@ -62,6 +64,7 @@ fn portable_exp_and_tanh_meet_their_stated_accuracy() {
     check_all(Portable);
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_exp_and_tanh_meet_their_stated_accuracy() {
     if let Some(s) = Avx2Fma::detect() {
@@ -69,6 +72,7 @@ fn avx2_exp_and_tanh_meet_their_stated_accuracy() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn avx512_exp_and_tanh_meet_their_stated_accuracy() {
     if let Some(s) = Avx512::detect() {

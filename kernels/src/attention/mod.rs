@@ -81,6 +81,7 @@ impl Element for f32 {
         // SAFETY: the caller's contract.
         unsafe { s.load(p) }
     }
+    #[inline(always)]
     fn typed(m: KvMat<'_>) -> Option<MatRef<'_, f32>> {
         if let KvMat::F32(m) = m { Some(m) } else { None }
     }
@@ -96,6 +97,7 @@ impl Element for f16 {
         // SAFETY: the caller's contract; f16 is 16 raw bits.
         unsafe { s.load_f16(p.cast()) }
     }
+    #[inline(always)]
     fn typed(m: KvMat<'_>) -> Option<MatRef<'_, f16>> {
         if let KvMat::F16(m) = m { Some(m) } else { None }
     }
@@ -111,6 +113,7 @@ impl Element for bf16 {
         // SAFETY: the caller's contract; bf16 is 16 raw bits.
         unsafe { s.load_bf16(p.cast()) }
     }
+    #[inline(always)]
     fn typed(m: KvMat<'_>) -> Option<MatRef<'_, bf16>> {
         if let KvMat::Bf16(m) = m { Some(m) } else { None }
     }

@@ -17,7 +17,9 @@
 //!
 //! Blocks of rows and keys are sized so that accumulators, the streamed vectors and the
 //! broadcasts fit the 16 vector registers of AVX2. Rows beyond a block go in further blocks,
-//! which find the step's K and V rows in L1.
+//! which find the step's K and V rows in L1. The 16-lane AVX-512 build keeps these sizes (its
+//! column blocks are then twice as wide), and a head dimension that is 8 past a multiple of 16
+//! sends its last 8 columns through the scalar tails.
 //!
 //! No closures touch SIMD values here: a closure does not inherit the caller's target features,
 //! so the intrinsics inside it would become calls (measured: a fifth of the time).

@@ -47,8 +47,9 @@ pub(super) fn is_rowwise(m_rows: usize) -> bool {
     m_rows <= ROWWISE_MAX_ROWS
 }
 
-/// `s` runs the register-tiled products and the transposed layout; `row_isa` runs the row-wise
-/// decode kernels of `rows`, which work at any vector width. They are the same token except under
+/// `s` runs the register-tiled products, the transposed layout and the per-tile chores of both
+/// layouts (widening, finiteness checks, score transforms); `row_isa` runs the row-wise decode
+/// kernels of `rows` and their softmax, which work at any vector width. They are the same token except under
 /// AVX-512, where the tiles stay 8 lanes wide and the row kernels take 16. `ROWWISE` promises
 /// that the item is row-wise ([`is_rowwise`]): an instantiation made for decoding alone then
 /// carries none of the transposed layout's code.
@@ -326,8 +327,8 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
 }
 
 /// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent (a
-/// lone tile gets an empty partner of its own type). The public API stores K and V in one type;
-/// a pair of two types goes in two passes. Every call site inlines this whole body, so it holds
+/// lone tile gets an empty partner of its own type). A pair of two types (a strided half-precision
+/// K tile widened to f32 beside a V tile read in place) goes in two passes. Every call site inlines this whole body, so it holds
 /// one call of the kernel per storage type and no more: with one per combination of types the
 /// crate took four times as long to compile.
 #[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result

@@ -8,7 +8,7 @@
 
 use super::microkernel::{C_AHEAD, CTile, LhsStrip, MR, NR, microkernel, store_scalar};
 use super::{Lhs, Rhs};
-use crate::isa::{Avx2Fma, Avx512};
+use crate::isa::Avx512;
 use crate::view::MatMut;
 use core::arch::x86_64::*;
 
@@ -21,7 +21,7 @@ const NR2: usize = 2 * NR;
 /// The CPU must support AVX-512F, AVX2, FMA and F16C (the token proves it).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) unsafe fn macro_kernel_avx512(
-    _: Avx512,
+    s: Avx512,
     a: Lhs<'_>,
     b: Rhs<'_>,
     mut c: MatMut<'_>,
@@ -32,8 +32,7 @@ pub(super) unsafe fn macro_kernel_avx512(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: AVX-512F implies the AVX2 token's features (checked together by Avx512::detect).
-    let narrow = unsafe { Avx2Fma::new_unchecked() };
+    let narrow = s.avx2();
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
     let c_ptr = c.ptr();
     // LOOP 2 (JR): n in pairs of NR strips.

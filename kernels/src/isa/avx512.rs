@@ -40,8 +40,8 @@ impl Avx512 {
 
 /// The low and the high eight lanes of `v`.
 #[inline(always)]
-fn halves(v: __m512) -> (__m256, __m256) {
-    // SAFETY: the callers hold the token, which proves AVX-512F.
+fn halves(_: Avx512, v: __m512) -> (__m256, __m256) {
+    // SAFETY: the token proves AVX-512F.
     unsafe {
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
         (_mm512_castps512_ps256(v), hi)
@@ -50,8 +50,8 @@ fn halves(v: __m512) -> (__m256, __m256) {
 
 /// The zmm vector whose low eight lanes are `lo` and high eight lanes `hi`.
 #[inline(always)]
-fn join(lo: __m256, hi: __m256) -> __m512 {
-    // SAFETY: the callers hold the token, which proves AVX-512F.
+fn join(_: Avx512, lo: __m256, hi: __m256) -> __m512 {
+    // SAFETY: the token proves AVX-512F.
     unsafe {
         let lo = _mm512_castpd256_pd512(_mm256_castps_pd(lo));
         _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(hi)))
@@ -155,12 +155,12 @@ impl Simd for Avx512 {
         // Loops, not closures: a closure does not inherit the caller's target features.
         let (mut lo, mut hi) = ([self.avx2().splat(0.0); 8], [self.avx2().splat(0.0); 8]);
         for ((l, h), &x) in lo.iter_mut().zip(&mut hi).zip(&v) {
-            (*l, *h) = halves(x);
+            (*l, *h) = halves(self, x);
         }
         let (lo, hi) = (self.avx2().transpose8(lo), self.avx2().transpose8(hi));
         let mut out = v;
         for ((o, l), h) in out.iter_mut().zip(lo).zip(hi) {
-            *o = join(l, h);
+            *o = join(self, l, h);
         }
         out
     }
@@ -169,10 +169,10 @@ impl Simd for Avx512 {
         // Fold each vector's high half onto its low half, then the 8-lane transpose-and-add.
         let mut folded = [self.avx2().splat(0.0); 8];
         for (f, &x) in folded.iter_mut().zip(&v) {
-            let (lo, hi) = halves(x);
+            let (lo, hi) = halves(self, x);
             *f = self.avx2().add(lo, hi);
         }
-        join(self.avx2().sum8(folded), self.avx2().splat(0.0))
+        join(self, self.avx2().sum8(folded), self.avx2().splat(0.0))
     }
     #[inline(always)]
     fn reduce_sum(self, a: __m512) -> f32 {
