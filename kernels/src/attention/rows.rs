@@ -93,11 +93,14 @@ pub(super) fn stream_tiles<S: Simd, T: Element>(
     if !v_beside_k && nv > 0 {
         for r0 in (0..rows).step_by(ROW_BLOCK) {
             let (p, o) = (&p[r0 * ld..], &mut o[r0 * dv..]);
-            // Column vectors per block so that R·CB accumulators, CB V vectors and a broadcast fit.
-            match ROW_BLOCK.min(rows - r0) {
-                1 => add_weighted_by_columns::<S, T, 1, 8>(s, p, ld, &v, o),
-                2 => add_weighted_by_columns::<S, T, 2, 4>(s, p, ld, &v, o),
-                3 => add_weighted_by_columns::<S, T, 3, 3>(s, p, ld, &v, o),
+            // Column vectors per block so that R·CB accumulators, CB V vectors and a broadcast fit
+            // the 16 registers of AVX2, or the 32 of AVX-512 (16 lanes).
+            match (ROW_BLOCK.min(rows - r0), S::LANES) {
+                (1, _) => add_weighted_by_columns::<S, T, 1, 8>(s, p, ld, &v, o),
+                (2, _) => add_weighted_by_columns::<S, T, 2, 4>(s, p, ld, &v, o),
+                (3, 16) => add_weighted_by_columns::<S, T, 3, 4>(s, p, ld, &v, o),
+                (3, _) => add_weighted_by_columns::<S, T, 3, 3>(s, p, ld, &v, o),
+                (_, 16) => add_weighted_by_columns::<S, T, ROW_BLOCK, 4>(s, p, ld, &v, o),
                 _ => add_weighted_by_columns::<S, T, ROW_BLOCK, 2>(s, p, ld, &v, o),
             }
         }
