@@ -49,10 +49,10 @@ pub(super) fn is_rowwise(m_rows: usize) -> bool {
 
 /// `s` runs the register-tiled products, the transposed layout and the per-tile chores of both
 /// layouts (widening, finiteness checks, score transforms); `row_isa` runs the row-wise decode
-/// kernels of `rows` and their softmax, which work at any vector width. They are the same token except under
-/// AVX-512, where the tiles stay 8 lanes wide and the row kernels take 16. `ROWWISE` promises
-/// that the item is row-wise ([`is_rowwise`]): an instantiation made for decoding alone then
-/// carries none of the transposed layout's code.
+/// kernels of `rows` and their softmax, which work at any vector width. They are the same token
+/// except under AVX-512, where the tiles stay 8 lanes wide and the row kernels take 16.
+/// `ROWWISE` promises that the item is row-wise ([`is_rowwise`]): an instantiation made for
+/// decoding alone then carries none of the transposed layout's code.
 #[inline(always)]
 pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
     s: S,
@@ -327,10 +327,10 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
 }
 
 /// [`rows::stream_tiles`] over a K tile and a V tile in their storage types, either absent (a
-/// lone tile gets an empty partner of its own type). A pair of two types (a strided half-precision
-/// K tile widened to f32 beside a V tile read in place) goes in two passes. Every call site inlines this whole body, so it holds
-/// one call of the kernel per storage type and no more: with one per combination of types the
-/// crate took four times as long to compile.
+/// lone tile gets an empty partner of its own type). A pair of two types (a strided
+/// half-precision K tile widened to f32 beside a V tile read in place) goes in two passes. Every
+/// call site inlines this whole body, so it holds one call of the kernel per storage type and no
+/// more: with one per combination of types the crate took four times as long to compile.
 #[allow(clippy::too_many_arguments)] // two tiles, each with its operand and its result
 #[inline(always)]
 fn stream_rows<S: Simd>(
