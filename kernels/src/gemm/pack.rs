@@ -48,8 +48,15 @@ impl<'a> PackedB<'a> {
         let (k, n) = (b.rows(), b.cols());
         let buf = &mut buf[..Self::len_for(k, n)];
         if k > 0 {
-            for (strip, out) in buf.chunks_exact_mut(NR * k).enumerate() {
-                let j0 = strip * NR;
+            // Whole groups of full strips of a row-major B go row by row through the group; the
+            // remaining strips (a strided B, the last partial group) one at a time.
+            let grouped = if b.col_stride() == 1 { n / (GROUP * NR) * GROUP } else { 0 };
+            let (groups, singles) = buf.split_at_mut(grouped * NR * k);
+            for (g, out) in groups.chunks_exact_mut(GROUP * NR * k).enumerate() {
+                pack_strip_group(s, b, g * GROUP * NR, out);
+            }
+            for (strip, out) in singles.chunks_exact_mut(NR * k).enumerate() {
+                let j0 = (grouped + strip) * NR;
                 // Strip row p holds B[p, j0..j0 + NR]: a NR-wide panel with B's strides.
                 pack_panel::<S, NR>(s, b, (0, j0), k, NR.min(n - j0), out);
             }
@@ -228,6 +235,40 @@ fn pack_panel<S: Simd, const W: usize>(
         );
     } else {
         fill_rows::<W>(out, depth, |p, j| if j < width { at(p, j) } else { 0.0 });
+    }
+}
+
+/// Strips of a row-major B packed together. One strip alone reads one 64-byte line per row of B,
+/// a new 4 KiB page per row once B is 1024 wide; four strips read four adjacent lines per row.
+/// 512×1024 from L3 on Zen 5: one strip at a time 245 µs, groups of 4 64 µs, groups of 8 77 µs.
+const GROUP: usize = 4;
+
+/// Packs the `GROUP` full strips of `b` (unit column stride) that start at column `j0` into
+/// `out` (`GROUP` strips of `k × NR`, one after another), walking B's rows once.
+///
+/// Panics if the columns are not inside `b`, its column stride is not 1, or `out` has the wrong
+/// length.
+#[inline(always)]
+fn pack_strip_group<S: Simd>(s: S, b: MatRef<'_>, j0: usize, out: &mut [f32]) {
+    const { assert!(NR.is_multiple_of(8) && S::LANES == 8, "copies 8-lane vectors") };
+    let (k, rs) = (b.rows(), b.row_stride());
+    assert!(b.col_stride() == 1 && j0 + GROUP * NR <= b.cols() && out.len() == GROUP * NR * k);
+    // Column j0 is inside the view (k > 0 rows, asserted above), or nothing is read (k = 0).
+    let base = b.ptr().wrapping_add(j0);
+    for p in 0..k {
+        let ahead = base.wrapping_add((p + PACK_AHEAD).wrapping_mul(rs));
+        for g in 0..GROUP {
+            s.prefetch(ahead.wrapping_add(g * NR));
+            for v in (0..NR).step_by(8) {
+                // SAFETY: row p < k and columns j0 + g·NR + v .. + 8 ≤ j0 + GROUP·NR lie inside
+                // the view (asserted above; unit column stride); strip g's row p in `out` holds
+                // NR floats at (g·k + p)·NR, inside its GROUP·NR·k floats.
+                unsafe {
+                    let x = s.load(base.add(p * rs + g * NR + v));
+                    s.store(out.as_mut_ptr().add((g * k + p) * NR + v), x);
+                }
+            }
+        }
     }
 }
 
