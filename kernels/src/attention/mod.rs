@@ -166,19 +166,24 @@ impl<'a> KvMat<'a> {
 /// Rows of a K or V tile to fetch into L2 while another tile is read, so that the next pass
 /// finds them there: a plain description rather than a closure, which would not inherit the
 /// kernel's target features and would cost a call per key.
+///
+/// The reader fetches a line ahead for each line it reads, at the same offset of the same row,
+/// so the hints go out at the pace of the data. Decoding f32 at kv_len 16384 (32 heads, 8 KV
+/// heads, d = 128) on Zen 5, with all lines of a row fetched at once as each key began: 6.8 ms on
+/// 1 thread and 4.6 ms on 2; paced: 5.6 and 4.0 (medians of 5 interleaved runs).
 #[derive(Clone, Copy)]
 pub(crate) struct AheadRows {
     base: *const u8,
     /// Bytes from one row to the next.
     stride: usize,
     rows: usize,
-    /// 64-byte cache lines per row, counted once here rather than at every key.
-    lines: usize,
+    /// Bytes of a row.
+    width: usize,
 }
 
 impl AheadRows {
     /// Nothing to fetch.
-    pub(crate) const NONE: AheadRows = AheadRows { base: core::ptr::null(), stride: 0, rows: 0, lines: 0 };
+    pub(crate) const NONE: AheadRows = AheadRows { base: core::ptr::null(), stride: 0, rows: 0, width: 0 };
 
     fn of<T: Copy>(m: &MatRef<'_, T>, r0: usize, n: usize) -> AheadRows {
         let bytes = size_of::<T>();
@@ -186,18 +191,25 @@ impl AheadRows {
             base: m.ptr().wrapping_add(r0.wrapping_mul(m.row_stride())).cast(),
             stride: m.row_stride().wrapping_mul(bytes),
             rows: n,
-            lines: (m.cols() * bytes).div_ceil(64),
+            width: m.cols() * bytes,
         }
     }
 
-    /// Prefetch hints for the cache lines of row `j`, if there is one. No bounds check is
+    /// Start of row `j`, or `fallback` (a row being read, already in L1) when there is no such
+    /// row: the caller then prefetches without a branch per line.
+    #[inline(always)]
+    pub(crate) fn row_or(&self, j: usize, fallback: *const u8) -> *const u8 {
+        if j < self.rows { self.base.wrapping_add(j.wrapping_mul(self.stride)) } else { fallback }
+    }
+
+    /// The lines of row `j` from byte `from` on, if there is such a row. No bounds check is
     /// needed: a prefetch never faults, so the addresses may wrap.
     #[inline(always)]
-    pub(crate) fn fetch<S: crate::isa::Simd>(&self, s: S, j: usize) {
+    pub(crate) fn fetch_from<S: crate::isa::Simd>(&self, s: S, j: usize, from: usize) {
         if j < self.rows {
             let row = self.base.wrapping_add(j.wrapping_mul(self.stride));
-            for line in 0..self.lines {
-                s.prefetch_far(row.wrapping_add(64 * line).cast());
+            for offset in (from..self.width).step_by(64) {
+                s.prefetch_far(row.wrapping_add(offset).cast());
             }
         }
     }

@@ -48,8 +48,8 @@ fn row_ptr<T: Copy>(m: &MatRef<'_, T>, i: usize) -> *const T {
 /// In one pass over the keys: `st[r·ld + j] = q[r]·k[j]` for every row of `q` and key of `k`,
 /// and `o[r·dv + c] += Σⱼ p[r·ld + j]·v[j][c]` for every key and column of `v`. Either tile may
 /// be empty (no rows). Half-precision keys and values are widened as they are loaded.
-/// Row j of each of `ahead` is fetched as key j is read, so the rows the next pass reads arrive
-/// at the pace this one reads.
+/// Row j of each of `ahead` is fetched line by line as key j is read, so the rows the next pass
+/// reads arrive at the pace this one reads.
 ///
 /// Panics unless `q`, `k` and `v` have unit column stride, `q` and `k` equal widths, and `st`,
 /// `p` and `o` hold what is written or read.
@@ -118,7 +118,7 @@ struct Pass {
 
 impl Pass {
     /// Rows `r0..r0 + min(left, ROW_BLOCK)` over `keys`, [`KEY_STEP`] keys at a time, fetching
-    /// row j of each of `ahead` as key j goes by.
+    /// row j of each of `ahead` line by line as key j goes by.
     #[allow(clippy::too_many_arguments)] // the operands of both products
     #[inline(always)]
     fn block<S: Simd, T: Element>(
@@ -164,26 +164,36 @@ impl Pass {
         let st = st.get_mut(r0 * ld..).unwrap_or_default();
         let p = p.get(r0 * ld..).unwrap_or_default();
         let o = o.get_mut(r0 * v.cols()..).unwrap_or_default();
-        let end = keys.end;
+        let keys_end = keys.end;
         for j in keys.step_by(KEY_STEP) {
-            for j in j..end.min(j + KEY_STEP) {
-                ahead.iter().for_each(|a| a.fetch(s, j));
+            // The next K tile is fetched line by line as K is read, and the V tile ahead as V is
+            // read. A step that reads only one of them (in the first or last pass of an item, in
+            // a short tile, or in half precision, whose V goes later by column blocks) fetches
+            // the other's rows at once.
+            let [k_ahead, v_ahead] = ahead;
+            for j in j..(j + KEY_STEP).min(keys_end) {
+                match (j < nk, j < nv) {
+                    (true, false) => v_ahead.fetch_from(s, j, 0),
+                    (false, true) => k_ahead.fetch_from(s, j, 0),
+                    _ => {}
+                }
             }
             match KEY_STEP.min(nk.saturating_sub(j)) {
                 0 => {}
-                1 => dots::<S, T, R, 1>(s, &q, k, j, st, ld),
-                _ => dots::<S, T, R, KEY_STEP>(s, &q, k, j, st, ld),
+                1 => dots::<S, T, R, 1>(s, &q, k, j, st, ld, &k_ahead),
+                _ => dots::<S, T, R, KEY_STEP>(s, &q, k, j, st, ld, &k_ahead),
             }
             match KEY_STEP.min(nv.saturating_sub(j)) {
                 0 => {}
-                1 => add_weighted::<S, T, R, 1>(s, p, ld, v, j, o),
-                _ => add_weighted::<S, T, R, KEY_STEP>(s, p, ld, v, j, o),
+                1 => add_weighted::<S, T, R, 1>(s, p, ld, v, j, o, &v_ahead),
+                _ => add_weighted::<S, T, R, KEY_STEP>(s, p, ld, v, j, o, &v_ahead),
             }
         }
     }
 }
 
-/// The `R × KB` scores of rows `0..R` against keys `j0..j0 + KB`.
+/// The `R × KB` scores of rows `0..R` against keys `j0..j0 + KB`, fetching rows `j0..j0 + KB`
+/// of `ahead` a line per line of K read.
 #[inline(always)]
 fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     s: S,
@@ -192,6 +202,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     j0: usize,
     st: &mut [f32],
     ld: usize,
+    ahead: &AheadRows,
 ) {
     const { assert!(R * KB <= 8) };
     assert!(st.len() >= (R - 1) * ld + j0 + KB);
@@ -200,6 +211,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     let body = d - d % lanes;
     let qp: [*const f32; R] = core::array::from_fn(|r| row_ptr(q, r));
     let kp: [*const T; KB] = core::array::from_fn(|g| row_ptr(k, j0 + g));
+    let ahead_rows: [*const u8; KB] = core::array::from_fn(|g| ahead.row_or(j0 + g, kp[g].cast()));
     let mut acc = [[s.splat(0.0); KB]; R];
     for p in (0..body).step_by(lanes) {
         // SAFETY: rows of Q and K have unit column stride (checked by `stream_tiles`) and
@@ -209,6 +221,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
             for (x, kp) in kv.iter_mut().zip(&kp) {
                 *x = T::load(s, kp.add(p));
             }
+            fetch_lines::<S, T, KB>(s, &ahead_rows, p);
             for (acc_r, qr) in acc.iter_mut().zip(&qp) {
                 let qv = s.load(qr.add(p));
                 for (a, kv) in acc_r.iter_mut().zip(&kv) {
@@ -217,6 +230,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
             }
         }
     }
+    fetch_rests::<S, T, KB>(s, ahead, j0, body);
     // One transpose-and-add turns up to 8 accumulators into their 8 sums.
     let mut flat = [s.splat(0.0); 8];
     for (i, a) in acc.iter().flatten().enumerate() {
@@ -245,7 +259,9 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
 
 /// `o[r·dv + c] += Σ_g p[r·ld + j0 + g]·v[j0 + g][c]` for rows `0..R`, keys `j0..j0 + KB` and
 /// every column, key after key: the `R × KB` weights are broadcast once, then the V rows go by
-/// front to back, each vector used by every row.
+/// front to back, each vector used by every row. Rows `j0..j0 + KB` of `ahead` are fetched a
+/// line per line of V read.
+#[allow(clippy::too_many_arguments)] // the product's operands, and the rows to fetch
 #[inline(always)]
 fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
     s: S,
@@ -254,6 +270,7 @@ fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
     v: &MatRef<'_, T>,
     j0: usize,
     o: &mut [f32],
+    ahead: &AheadRows,
 ) {
     let dv = v.cols();
     let lanes = S::LANES;
@@ -268,6 +285,7 @@ fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
         }
     }
     let vp: [*const T; KB] = core::array::from_fn(|g| row_ptr(v, j0 + g));
+    let ahead_rows: [*const u8; KB] = core::array::from_fn(|g| ahead.row_or(j0 + g, vp[g].cast()));
     let op = o.as_mut_ptr();
     for c in (0..body).step_by(lanes) {
         // SAFETY: V has unit column stride (checked by `stream_tiles`) and c + LANES ≤ dv, so
@@ -277,6 +295,7 @@ fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
             for (x, vp) in vv.iter_mut().zip(&vp) {
                 *x = T::load(s, vp.add(c));
             }
+            fetch_lines::<S, T, KB>(s, &ahead_rows, c);
             for (r, w_r) in w.iter().enumerate() {
                 let at = op.add(r * dv + c);
                 let mut acc = s.load(at);
@@ -287,12 +306,35 @@ fn add_weighted<S: Simd, T: Element, const R: usize, const KB: usize>(
             }
         }
     }
+    fetch_rests::<S, T, KB>(s, ahead, j0, body);
     for c in body..dv {
         for r in 0..R {
             for g in 0..KB {
                 o[r * dv + c] += p[r * ld + j0 + g] * v.at(j0 + g, c).to_f32();
             }
         }
+    }
+}
+
+/// At element `e` of the rows being read, when it starts a 64-byte stretch of them: the line at
+/// that offset of each row ahead.
+#[inline(always)]
+fn fetch_lines<S: Simd, T: Element, const KB: usize>(s: S, rows: &[*const u8; KB], e: usize) {
+    let offset = e * size_of::<T>();
+    if offset.is_multiple_of(64) {
+        for row in rows {
+            s.prefetch_far(row.wrapping_add(offset).cast());
+        }
+    }
+}
+
+/// After [`fetch_lines`] up to element `body`: the rest of rows `j0..j0 + KB` ahead (past a
+/// scalar tail, or rows ahead wider than the rows read).
+#[inline(always)]
+fn fetch_rests<S: Simd, T: Element, const KB: usize>(s: S, ahead: &AheadRows, j0: usize, body: usize) {
+    let from = (body * size_of::<T>()).next_multiple_of(64);
+    for g in 0..KB {
+        ahead.fetch_from(s, j0 + g, from);
     }
 }
 
