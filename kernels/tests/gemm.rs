@@ -225,6 +225,21 @@ fn piecewise_packing_and_sub_cols_agree_with_whole_packing() {
 /// the groups of strips that a row-major B is packed in (64 columns) and in every layout.
 #[test]
 fn packed_layouts_match_their_definition() {
+    /// Strips of `width` lanes and `depth` steps: lane `l` of step `p` of strip `i` holds
+    /// `value(i·width + l, p)`, or 0 past `count` lanes in all.
+    fn check_strips(
+        packed: &[f32],
+        width: usize,
+        depth: usize,
+        count: usize,
+        value: impl Fn(usize, usize) -> f32,
+    ) {
+        for (at, &x) in packed.iter().enumerate() {
+            let (lane, p) = ((at / (depth * width)) * width + at % width, at / width % depth);
+            let want = if lane < count { value(lane, p) } else { 0.0 };
+            assert_eq!(x.to_bits(), want.to_bits(), "at {at}");
+        }
+    }
     for isa in Isa::available() {
         for k in [1, 3, 17] {
             for n in [1, 15, 16, 63, 64, 65, 127, 128, 129, 200] {
@@ -232,35 +247,15 @@ fn packed_layouts_match_their_definition() {
                     let mut rng = Rng((k * 1000 + n * 10) as u64 + u64::from(layout));
                     let (rs, cs, len) = strides(layout, k, n);
                     let data: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
+                    println!("{:?} k {k} n {n} layout {layout}", isa.kind());
                     let b = MatRef::new(&data, k, n, rs, cs).unwrap();
                     let mut buf = vec![f32::NAN; PackedB::len_for(k, n)];
-                    let packed = PackedB::pack(isa, b, &mut buf).as_slice();
-                    for (at, &x) in packed.iter().enumerate() {
-                        let (j, p, lane) = (at / (k * NR), at / NR % k, at % NR);
-                        let col = j * NR + lane;
-                        let want = if col < n { b.at(p, col) } else { 0.0 };
-                        assert_eq!(
-                            x.to_bits(),
-                            want.to_bits(),
-                            "{:?} B {k}×{n} layout {layout} at {at}",
-                            isa.kind()
-                        );
-                    }
+                    check_strips(PackedB::pack(isa, b, &mut buf).as_slice(), NR, k, n, |j, p| b.at(p, j));
                     // The same matrix read as an n × k left operand.
                     let a = b.t();
                     let mut buf = vec![f32::NAN; PackedA::len_for(n, k)];
                     PackedA::pack(isa, a, &mut buf);
-                    for (at, &x) in buf.iter().enumerate() {
-                        let (i, p, lane) = (at / (k * MR), at / MR % k, at % MR);
-                        let row = i * MR + lane;
-                        let want = if row < n { a.at(row, p) } else { 0.0 };
-                        assert_eq!(
-                            x.to_bits(),
-                            want.to_bits(),
-                            "{:?} A {n}×{k} layout {layout} at {at}",
-                            isa.kind()
-                        );
-                    }
+                    check_strips(&buf, MR, k, n, |i, p| a.at(i, p));
                 }
             }
         }
