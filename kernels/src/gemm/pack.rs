@@ -48,15 +48,15 @@ impl<'a> PackedB<'a> {
         let (k, n) = (b.rows(), b.cols());
         let buf = &mut buf[..Self::len_for(k, n)];
         if k > 0 {
-            // Whole groups of full strips of a row-major B go row by row through the group; the
-            // remaining strips (a strided B, the last partial group) one at a time.
-            let grouped = if b.col_stride() == 1 { n / (GROUP * NR) * GROUP } else { 0 };
-            let (groups, singles) = buf.split_at_mut(grouped * NR * k);
-            for (g, out) in groups.chunks_exact_mut(GROUP * NR * k).enumerate() {
-                pack_strip_group(s, b, g * GROUP * NR, out);
+            // The full strips of a row-major B are copied row by row, up to GROUP strips per
+            // walk down B; the rest (a strided B, a last partial strip) strip by strip.
+            let full = if b.col_stride() == 1 { n / NR } else { 0 };
+            let (fulls, rest) = buf.split_at_mut(full * NR * k);
+            for (g, out) in fulls.chunks_mut(GROUP * NR * k).enumerate() {
+                copy_row_major_strips(s, b, g * GROUP * NR, out);
             }
-            for (strip, out) in singles.chunks_exact_mut(NR * k).enumerate() {
-                let j0 = (grouped + strip) * NR;
+            for (strip, out) in rest.chunks_exact_mut(NR * k).enumerate() {
+                let j0 = (full + strip) * NR;
                 // Strip row p holds B[p, j0..j0 + NR]: a NR-wide panel with B's strides.
                 pack_panel::<S, NR>(s, b, (0, j0), k, NR.min(n - j0), out);
             }
@@ -183,18 +183,7 @@ fn pack_panel<S: Simd, const W: usize>(
         // and a MatRef guarantees every in-range index lies inside its slice.
         unsafe { *base.add(p * rs + j * cs) }
     };
-    if width == W && cs == 1 && W.is_multiple_of(8) {
-        // Rows are contiguous: vector copies, prefetching the row PACK_AHEAD rows ahead (a
-        // row-major B is read down its columns, one new line per row, which otherwise stalls).
-        for (p, row) in out.chunks_exact_mut(W).take(depth).enumerate() {
-            s.prefetch(base.wrapping_add((p + PACK_AHEAD).wrapping_mul(rs)));
-            for v in (0..W).step_by(8) {
-                // SAFETY: row p, columns v..v + 8 < W = width lie inside the view (asserted above);
-                // `row` holds W floats.
-                unsafe { s.store(row.as_mut_ptr().add(v), s.load(base.add(p * rs + v))) };
-            }
-        }
-    } else if rs == 1 && depth >= 8 && S::ONE_REGISTER {
+    if rs == 1 && depth >= 8 && S::ONE_REGISTER {
         // Columns are contiguous (a row-major A, a transposed row-major B): read 8 columns × 8
         // rows as vectors and transpose them in registers. Not on the portable build, where an
         // 8-lane vector spans registers and the transpose was slower than the gather below.
@@ -238,31 +227,34 @@ fn pack_panel<S: Simd, const W: usize>(
     }
 }
 
-/// Strips of a row-major B packed together. One strip alone reads one 64-byte line per row of B,
-/// a new 4 KiB page per row once B is 1024 wide; four strips read four adjacent lines per row.
-/// 512×1024 from L3 on Zen 5: one strip at a time 245 µs, groups of 4 64 µs, groups of 8 77 µs.
+/// Strips of a row-major B copied in one walk down its rows. One strip alone reads one 64-byte
+/// line per row of B, a new 4 KiB page per row once B is 1024 wide; four strips read four
+/// adjacent lines per row. 512×1024 from L3 on Zen 5: one strip at a time 245 µs, groups of 4
+/// 64 µs, groups of 8 77 µs.
 const GROUP: usize = 4;
 
-/// Packs the `GROUP` full strips of `b` (unit column stride) that start at column `j0` into
-/// `out` (`GROUP` strips of `k × NR`, one after another), walking B's rows once.
+/// Copies the full strips of `b` (unit column stride) that start at column `j0` into `out`
+/// (`out.len() / (k·NR)` strips of `k × NR`, one after another), walking B's rows once and
+/// prefetching [`PACK_AHEAD`] rows ahead: without it the walk down the rows stalls on each line.
 ///
-/// Panics if the columns are not inside `b`, its column stride is not 1, or `out` has the wrong
-/// length.
+/// Panics if `b`'s column stride is not 1, or the strips are not inside `b`.
 #[inline(always)]
-fn pack_strip_group<S: Simd>(s: S, b: MatRef<'_>, j0: usize, out: &mut [f32]) {
+fn copy_row_major_strips<S: Simd>(s: S, b: MatRef<'_>, j0: usize, out: &mut [f32]) {
     const { assert!(NR.is_multiple_of(8) && S::LANES == 8, "copies 8-lane vectors") };
     let (k, rs) = (b.rows(), b.row_stride());
-    assert!(b.col_stride() == 1 && j0 + GROUP * NR <= b.cols() && out.len() == GROUP * NR * k);
-    // Column j0 is inside the view (k > 0 rows, asserted above), or nothing is read (k = 0).
+    let strips = out.len() / (NR * k).max(1);
+    assert!(b.col_stride() == 1 && out.len() == strips * NR * k && j0 + strips * NR <= b.cols());
+    // Column j0 is inside the view (k > 0 rows and strips > 0, asserted above), or nothing is
+    // read.
     let base = b.ptr().wrapping_add(j0);
     for p in 0..k {
         let ahead = base.wrapping_add((p + PACK_AHEAD).wrapping_mul(rs));
-        for g in 0..GROUP {
+        for g in 0..strips {
             s.prefetch(ahead.wrapping_add(g * NR));
             for v in (0..NR).step_by(8) {
-                // SAFETY: row p < k and columns j0 + g·NR + v .. + 8 ≤ j0 + GROUP·NR lie inside
+                // SAFETY: row p < k and columns j0 + g·NR + v .. + 8 ≤ j0 + strips·NR lie inside
                 // the view (asserted above; unit column stride); strip g's row p in `out` holds
-                // NR floats at (g·k + p)·NR, inside its GROUP·NR·k floats.
+                // NR floats at (g·k + p)·NR, inside its strips·NR·k floats.
                 unsafe {
                     let x = s.load(base.add(p * rs + g * NR + v));
                     s.store(out.as_mut_ptr().add((g * k + p) * NR + v), x);
@@ -272,7 +264,7 @@ fn pack_strip_group<S: Simd>(s: S, b: MatRef<'_>, j0: usize, out: &mut [f32]) {
     }
 }
 
-/// Rows ahead that the contiguous-row packing prefetches: enough lines in flight to cover a miss
+/// Rows ahead that [`copy_row_major_strips`] prefetches: enough lines in flight to cover a miss
 /// to L3 at one row per few cycles.
 const PACK_AHEAD: usize = 16;
 
