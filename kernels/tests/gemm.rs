@@ -1,8 +1,9 @@
 //! The kernels through their public API: `macro_kernel` on every ISA this CPU has against the f64
-//! reference, with A packed and read in place, on every edge size around the MR × NR register tile;
+//! reference, with A packed, read in place and streamed, on every edge size around the MR × NR
+//! register tile;
 //! packing; and the views' construction checks and splits.
 
-use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, macro_kernel};
+use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, Rhs, macro_kernel};
 #[cfg(target_arch = "x86_64")]
 use flashcpu_kernels::isa::Avx2Fma;
 use flashcpu_kernels::isa::{Portable, Simd};
@@ -45,12 +46,20 @@ fn strides(layout: u8, rows: usize, cols: usize) -> (usize, usize, usize) {
     (rs, cs, extent + 2)
 }
 
+/// How the case hands A to the kernel: the three [`Lhs`] forms.
+#[derive(Clone, Copy, Debug)]
+enum LhsForm {
+    Packed,
+    Strided,
+    Streamed,
+}
+
 #[derive(Clone, Debug)]
 struct Case {
     m: usize,
     n: usize,
     k: usize,
-    packed: bool,
+    lhs: LhsForm,
     /// Layouts of A, B and C (see [`strides`]). C takes only the padded and spread layouts: the
     /// dense ones with a zero dimension have a zero stride, which `MatMut::new` currently refuses
     /// (see `empty_mut_views_accept_any_strides`), and that is the view's bug, not the kernel's.
@@ -63,16 +72,16 @@ struct Case {
 fn cases() -> impl Strategy<Value = Case> {
     (
         (0..=2 * MR + 1, 0..=2 * NR + 1, select(vec![0, 1, 7, 13, 64])),
-        any::<bool>(),
+        select(vec![LhsForm::Packed, LhsForm::Strided, LhsForm::Streamed]),
         (0..5u8, 0..5u8, 2..5u8),
         (select(SCALARS.to_vec()), select(SCALARS.to_vec())),
         any::<u64>(),
     )
-        .prop_map(|((m, n, k), packed, layouts, (alpha, beta), seed)| Case {
+        .prop_map(|((m, n, k), lhs, layouts, (alpha, beta), seed)| Case {
             m,
             n,
             k,
-            packed,
+            lhs,
             layouts,
             alpha,
             beta,
@@ -105,9 +114,18 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
     let mut b_buf = vec![f32::NAN; PackedB::len_for(k, n) + 5];
     let b_pack = PackedB::pack(isa, b, &mut b_buf);
     let mut a_buf = vec![f32::NAN; PackedA::len_for(m, k) + 5];
-    let lhs = if case.packed { Lhs::Packed(PackedA::pack(isa, a, &mut a_buf)) } else { Lhs::Strided(a) };
+    let lhs = match case.lhs {
+        LhsForm::Packed => Lhs::Packed(PackedA::pack(isa, a, &mut a_buf)),
+        LhsForm::Strided => Lhs::Strided(a),
+        LhsForm::Streamed => Lhs::Streamed(a),
+    };
+    // B read in place where its layout allows, for half the seeds.
+    let rhs = match Rhs::direct(b) {
+        Some(direct) if case.seed.is_multiple_of(2) => direct,
+        _ => Rhs::Packed(b_pack),
+    };
     let c = MatMut::new(&mut c_data, m, n, c_rs, c_cs).unwrap();
-    macro_kernel(isa, lhs, b_pack, c, alpha, beta);
+    macro_kernel(isa, lhs, rhs, c, alpha, beta);
 
     let (exact, naive) = (matmul_f64(a, b), matmul_f32_naive(a, b));
     let mut inside = vec![false; c_len];
@@ -154,18 +172,20 @@ proptest! {
     }
 }
 
-/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 at k = 7 once, packed and strided, on every ISA: the
-/// property test samples this grid, this walks all of it.
+/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 at k = 7 and 40 once (one line of A and more), in every
+/// form of A, on every ISA: the property test samples this grid, this walks all of it.
 #[test]
 fn macro_kernel_every_edge_size() {
     for m in 0..=2 * MR + 1 {
         for n in 0..=2 * NR + 1 {
-            for packed in [false, true] {
+            for (lhs, k) in
+                [(LhsForm::Packed, 7), (LhsForm::Strided, 7), (LhsForm::Streamed, 7), (LhsForm::Streamed, 40)]
+            {
                 let case = Case {
                     m,
                     n,
-                    k: 7,
-                    packed,
+                    k,
+                    lhs,
                     layouts: ((m + n) as u8 % 5, n as u8 % 5, 2 + (m as u8 % 3)),
                     alpha: -2.3,
                     beta: if (m + n) % 2 == 0 { 0.0 } else { 0.5 },

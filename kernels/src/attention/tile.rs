@@ -172,7 +172,7 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
                         MatMut::new(st, seen, cols, LANE_PAD, 1).expect("scratch sized by scratch_len");
                     let q_strip = Rhs::Packed(q_pack.sub_cols(q0, cols));
                     let k_seen = k_tile.block(0, 0, seen, d);
-                    macro_kernel_body(s, Lhs::Strided(k_seen), q_strip, st_mat, 1.0, 0.0);
+                    macro_kernel_body::<_, false>(s, Lhs::Strided(k_seen), q_strip, st_mat, 1.0, 0.0);
                 }
             }
             Layout::Rows { ld, .. } => {
@@ -262,7 +262,7 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
                     let o_mat =
                         MatMut::new(o_cols, dv, LANE_PAD, mp, 1).expect("scratch sized by scratch_len");
                     let v_seen = v_lhs.block(0, 0, seen, dv).t();
-                    macro_kernel_body(s, Lhs::Strided(v_seen), p_rhs, o_mat, 1.0, 1.0);
+                    macro_kernel_body::<_, false>(s, Lhs::Strided(v_seen), p_rhs, o_mat, 1.0, 1.0);
                 }
             }
             Layout::Rows { ld, .. } => stream_rows(

@@ -6,7 +6,7 @@
 //! spills). Twelve independent chains cover the FMA latency (4 cycles) × 2 pipes of Zen 4/5 and
 //! Skylake-X. A lone last strip (n mod 32 ≤ 16) takes the 6×16 AVX2 tile.
 
-use super::microkernel::{C_AHEAD, CTile, LhsStrip, MR, NR, microkernel, store_scalar};
+use super::microkernel::{C_AHEAD, CTile, LhsStrip, MR, NR, line_pieces, microkernel, store_scalar};
 use super::{Lhs, Rhs};
 use crate::isa::Avx512;
 use crate::view::MatMut;
@@ -20,7 +20,7 @@ const NR2: usize = 2 * NR;
 /// # Safety
 /// The CPU must support AVX-512F, AVX2, FMA and F16C (the token proves it).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn macro_kernel_avx512(
+pub(super) unsafe fn macro_kernel_avx512<const FETCH: bool>(
     s: Avx512,
     a: Lhs<'_>,
     b: Rhs<'_>,
@@ -45,13 +45,14 @@ pub(super) unsafe fn macro_kernel_avx512(
             let mr = MR.min(m - ir);
             let ptr = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
             let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
+            let a_strip = if FETCH { a.strip_fetching_next(ir) } else { a.strip(ir) };
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and
             // k rows of each B strip (a second strip exists when nr > NR); C rows ir..ir+mr and
             // columns jr..jr+nr are inside the view.
             unsafe {
                 match b1 {
-                    Some(b1) => tile(k, a.strip(ir), [b0, b1], c_tile),
-                    None => microkernel(narrow, k, a.strip(ir), b0, c_tile),
+                    Some(b1) => tile::<FETCH>(s, k, a_strip, [b0, b1], c_tile),
+                    None => microkernel::<_, FETCH>(narrow, k, a_strip, b0, c_tile),
                 }
             }
         }
@@ -59,14 +60,21 @@ pub(super) unsafe fn macro_kernel_avx512(
 }
 
 /// `C[..mr, ..nr] = α·(A·[B0 B1]) + β·C[..mr, ..nr]` for the tile `c_tile` (`mr × nr`), the MR×k
-/// strip `a` and two k×NR strips `(start, row_step)`; with `β = 0` C is not read.
+/// strip `a` and two k×NR strips `(start, row_step)`; with `β = 0` C is not read. With `FETCH`,
+/// the next strip of A is hinted into L2 as `a` is read.
 ///
 /// # Safety
 /// AVX-512F is available; `a`'s rows are readable for k columns; `start + p·row_step` is NR
 /// readable floats for `p < k` in both strips; `ptr + i·rs + j·cs` of the tile is writable for
 /// `i < mr ≤ MR`, `j < nr ≤ 2·NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
-unsafe fn tile(k: usize, a: LhsStrip, b: [(*const f32, usize); 2], c_tile: CTile) {
+unsafe fn tile<const FETCH: bool>(
+    s: Avx512,
+    k: usize,
+    a: LhsStrip,
+    b: [(*const f32, usize); 2],
+    c_tile: CTile,
+) {
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, .. } = c_tile;
     // SAFETY: forwarded contract; every k range lies inside 0..k.
     unsafe {
@@ -89,7 +97,15 @@ unsafe fn tile(k: usize, a: LhsStrip, b: [(*const f32, usize); 2], c_tile: CTile
         // by the A and B lines before the store (see `C_AHEAD`).
         prefetch_c(true);
         let late = k.min(C_AHEAD);
-        let acc = k_loop(zero, 0..k - late, a, b);
+        let mut acc = zero;
+        if !FETCH {
+            acc = k_loop(acc, 0..k - late, a, b);
+        } else {
+            for piece in line_pieces(0..k - late) {
+                a.fetch_next_strip(s, piece.start);
+                acc = k_loop(acc, piece, a, b);
+            }
+        }
         prefetch_c(false);
         let acc = k_loop(acc, k - late..k, a, b);
         store(&acc, c_tile);

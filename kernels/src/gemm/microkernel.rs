@@ -14,11 +14,39 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 const VECS: usize = NR / 8;
 
-/// Where the MR rows of an A strip live: one pointer per row and the distance between columns.
+/// Where the MR rows of an A strip live: one pointer per row and the distance between columns,
+/// and how far below them (in floats) the next strip's rows lie, to be hinted into L2 as this
+/// strip is read when the kernel fetches (see `Lhs::Streamed`).
 #[derive(Clone, Copy)]
 pub(crate) struct LhsStrip {
     pub rows: [*const f32; MR],
     pub col_step: usize,
+    pub next_strip: usize,
+}
+
+/// Floats per 64-byte cache line: k steps per line of a unit-stride A row.
+const LINE_STEPS: usize = 16;
+
+impl LhsStrip {
+    /// Hints the line at column `p` of each next row into L2. Called once per [`LINE_STEPS`]
+    /// steps, this fetches the next strip line by line at the pace this one is read, a strip
+    /// ahead. An offset from this strip's rows, not six more pointers, which would crowd the
+    /// general registers of the k loop.
+    #[inline(always)]
+    pub(super) fn fetch_next_strip<S: Simd>(&self, s: S, p: usize) {
+        for row in self.rows {
+            // Rows of a short last strip repeat the panel's last row, so some of these land past
+            // the panel: a hint never faults, and the line goes unused.
+            s.prefetch_far(row.wrapping_add(self.next_strip + p));
+        }
+    }
+}
+
+/// `steps` cut into pieces of [`LINE_STEPS`], the last one shorter.
+#[inline(always)]
+pub(super) fn line_pieces(steps: core::ops::Range<usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
+    let end = steps.end;
+    steps.step_by(LINE_STEPS).map(move |p| p..(p + LINE_STEPS).min(end))
 }
 
 /// The `rows × cols` corner of C that one register tile writes (`rows ≤ MR`), with its strides,
@@ -36,14 +64,15 @@ pub(crate) struct CTile {
 
 /// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]` for the tile `c` (`mr × nr` = its rows × cols),
 /// where A is the MR×k strip `a` and B the k×NR strip `b = (start, row_step)` (row_step = NR when
-/// packed). Only the tile is touched; with `β = 0`, C is not read.
+/// packed). Only the tile is touched; with `β = 0`, C is not read. With `FETCH`, the next strip of
+/// A is hinted into L2 as `a` is read.
 ///
 /// # Safety
 /// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `start + p·row_step`
 /// is NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr ≤ MR`,
 /// `j < nr ≤ NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
-pub(crate) unsafe fn microkernel<S: Simd>(
+pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     s: S,
     k: usize,
     a: LhsStrip,
@@ -67,8 +96,8 @@ pub(crate) unsafe fn microkernel<S: Simd>(
     // SAFETY: forwarded contract on A and B (each arm reads R ≤ MR rows of the strip).
     let acc = unsafe {
         match mr {
-            1..=2 if S::ONE_REGISTER => product::<S, 2>(s, k, a, (b, b_step), prefetch_c),
-            _ => product::<S, MR>(s, k, a, (b, b_step), prefetch_c),
+            1..=2 if S::ONE_REGISTER => product::<S, 2, FETCH>(s, k, a, (b, b_step), prefetch_c),
+            _ => product::<S, MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
         }
     };
     // SAFETY: forwarded contract on C.
@@ -90,7 +119,7 @@ pub(super) const C_AHEAD: usize = 32;
 /// # Safety
 /// As for [`microkernel`]'s A and B.
 #[inline(always)]
-unsafe fn product<S: Simd, const R: usize>(
+unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
     s: S,
     k: usize,
     a: LhsStrip,
@@ -104,13 +133,37 @@ unsafe fn product<S: Simd, const R: usize>(
             // Split in two, the portable build's loop (its accumulators already spill) ran 9 %
             // slower: there the tile is fetched up front.
             prefetch_c();
-            return k_loop::<S, R>(s, zero, 0..k, a, b);
+            return k_loop_fetching::<S, R, FETCH>(s, zero, 0..k, a, b);
         }
         let late = k.min(C_AHEAD);
-        let acc = k_loop::<S, R>(s, zero, 0..k - late, a, b);
+        let acc = k_loop_fetching::<S, R, FETCH>(s, zero, 0..k - late, a, b);
         prefetch_c();
         k_loop::<S, R>(s, acc, k - late..k, a, b)
     }
+}
+
+/// [`k_loop`], fetching the next strip's rows line by line when `FETCH`.
+///
+/// # Safety
+/// As for [`microkernel`]'s A and B.
+#[inline(always)]
+unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
+    s: S,
+    mut acc: [[S::V; VECS]; MR],
+    steps: core::ops::Range<usize>,
+    a: LhsStrip,
+    b: (*const f32, usize),
+) -> [[S::V; VECS]; MR] {
+    if !FETCH {
+        // SAFETY: forwarded contract.
+        return unsafe { k_loop::<S, R>(s, acc, steps, a, b) };
+    }
+    for piece in line_pieces(steps) {
+        a.fetch_next_strip(s, piece.start);
+        // SAFETY: forwarded contract; each piece lies inside `steps`.
+        acc = unsafe { k_loop::<S, R>(s, acc, piece, a, b) };
+    }
+    acc
 }
 
 /// `acc + Σₚ A[i][p]·B[p]` over `steps` for the first `R` rows of the strip (the other rows keep
