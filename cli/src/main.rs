@@ -134,7 +134,7 @@ struct Common {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Instruction set: portable or avx2fma (default: FLASHCPU_ISA, else the best available).
+    /// Instruction set: portable, avx2 or avx512 (default: FLASHCPU_ISA, else the best available).
     #[arg(long)]
     isa: Option<String>,
     /// Print one JSON object per line instead of a table.
