@@ -35,7 +35,7 @@ pub const KC: usize = 384;
 /// into L2 at the start of each tile): KC 384: 86 / 87; KC 512: 87 / 89; KC 768: 86 / 88;
 /// KC 1024: 86 / 86.
 pub const KC_AVX512: usize = 512;
-/// Rows of A per packed panel (see [`KC`]).
+/// Rows of A per panel, packed or read in place (see [`KC`]).
 pub const MC: usize = 96;
 /// Columns of B per packed panel (see [`KC`]).
 pub const NC: usize = 4080;

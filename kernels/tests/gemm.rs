@@ -172,12 +172,13 @@ proptest! {
     }
 }
 
-/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 at k = 7 and 40 once (one line of A and more), in every
-/// form of A, on every ISA: the property test samples this grid, this walks all of it.
+/// Every (m, n) in 0..=2MR+1 × 0..=3NR+1 at k = 7 and 40 once (one line of A and more), in every
+/// form of A, on every ISA: the property test samples this grid, this walks all of it. A streamed
+/// A splits C after the first tile column (NR or 2·NR wide), so n goes past 2·NR + 1.
 #[test]
 fn macro_kernel_every_edge_size() {
     for m in 0..=2 * MR + 1 {
-        for n in 0..=2 * NR + 1 {
+        for n in 0..=3 * NR + 1 {
             for (lhs, k) in
                 [(LhsForm::Packed, 7), (LhsForm::Strided, 7), (LhsForm::Streamed, 7), (LhsForm::Streamed, 40)]
             {
@@ -196,6 +197,22 @@ fn macro_kernel_every_edge_size() {
                 }
             }
         }
+    }
+}
+
+/// A streamed A with no columns may have any row stride, like any view without columns: k = 0
+/// gives C = β·C.
+#[test]
+fn streamed_panel_without_columns_scales_c() {
+    let a = MatRef::new(&[], 2 * MR + 1, 0, usize::MAX, 1).unwrap();
+    let b = MatRef::new(&[], 0, NR + 3, NR + 3, 1).unwrap();
+    let (m, n) = (a.rows(), b.cols());
+    for isa in Isa::available() {
+        let mut buf = vec![0.0; PackedB::len_for(0, n)];
+        let mut c_data = vec![2.0; m * n];
+        let c = MatMut::new(&mut c_data, m, n, n, 1).unwrap();
+        macro_kernel(isa, Lhs::Streamed(a), PackedB::pack(isa, b, &mut buf), c, 1.0, 0.5);
+        assert!(c_data.iter().all(|&x| x == 1.0), "{:?}", isa.kind());
     }
 }
 

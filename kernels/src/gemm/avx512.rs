@@ -45,7 +45,7 @@ pub(super) unsafe fn macro_kernel_avx512<const FETCH: bool>(
             let mr = MR.min(m - ir);
             let ptr = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
             let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
-            let a_strip = if FETCH { a.strip_fetching_next(ir) } else { a.strip(ir) };
+            let a_strip = a.strip_for::<FETCH>(ir);
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and
             // k rows of each B strip (a second strip exists when nr > NR); C rows ir..ir+mr and
             // columns jr..jr+nr are inside the view.
@@ -97,19 +97,35 @@ unsafe fn tile<const FETCH: bool>(
         // by the A and B lines before the store (see `C_AHEAD`).
         prefetch_c(true);
         let late = k.min(C_AHEAD);
-        let mut acc = zero;
-        if !FETCH {
-            acc = k_loop(acc, 0..k - late, a, b);
-        } else {
-            for piece in line_pieces(0..k - late) {
-                a.fetch_next_strip(s, piece.start);
-                acc = k_loop(acc, piece, a, b);
-            }
-        }
+        let acc = k_loop_fetching::<FETCH>(s, zero, 0..k - late, a, b);
         prefetch_c(false);
-        let acc = k_loop(acc, k - late..k, a, b);
+        let acc = k_loop_fetching::<FETCH>(s, acc, k - late..k, a, b);
         store(&acc, c_tile);
     }
+}
+
+/// [`k_loop`], fetching the next strip's rows line by line when `FETCH`.
+///
+/// # Safety
+/// As for [`tile`]'s A and B, for the steps given.
+#[inline(always)]
+unsafe fn k_loop_fetching<const FETCH: bool>(
+    s: Avx512,
+    mut acc: [[__m512; 2]; MR],
+    steps: core::ops::Range<usize>,
+    a: LhsStrip,
+    b: [(*const f32, usize); 2],
+) -> [[__m512; 2]; MR] {
+    if !FETCH {
+        // SAFETY: forwarded contract.
+        return unsafe { k_loop(acc, steps, a, b) };
+    }
+    for piece in line_pieces(steps) {
+        a.fetch_next_strip(s, piece.start);
+        // SAFETY: forwarded contract; each piece lies inside `steps`.
+        acc = unsafe { k_loop(acc, piece, a, b) };
+    }
+    acc
 }
 
 /// `acc + Σₚ A[·][p]·[B0 B1][p]` over `steps`: per step two zmm loads, six broadcasts, twelve FMAs.

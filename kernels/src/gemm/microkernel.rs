@@ -35,8 +35,8 @@ impl LhsStrip {
     #[inline(always)]
     pub(super) fn fetch_next_strip<S: Simd>(&self, s: S, p: usize) {
         for row in self.rows {
-            // Rows of a short last strip repeat the panel's last row, so some of these land past
-            // the panel: a hint never faults, and the line goes unused.
+            // The strip before a short last one reaches past the panel's last row: a hint never
+            // faults, and the line goes unused.
             s.prefetch_far(row.wrapping_add(self.next_strip + p));
         }
     }
@@ -138,7 +138,7 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
         let late = k.min(C_AHEAD);
         let acc = k_loop_fetching::<S, R, FETCH>(s, zero, 0..k - late, a, b);
         prefetch_c();
-        k_loop::<S, R>(s, acc, k - late..k, a, b)
+        k_loop_fetching::<S, R, FETCH>(s, acc, k - late..k, a, b)
     }
 }
 

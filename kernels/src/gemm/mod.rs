@@ -1,7 +1,7 @@
 //! The inner two loops of a BLIS-style GEMM and the packing that feeds them.
 //!
 //! The caller (flashcpu's `matmul`, or an attention tile) runs loops 5–3 and calls in here with a
-//! packed `kc × nc` panel of B and an `mc × kc` panel of A, packed or read in place:
+//! `kc × nc` panel of B and an `mc × kc` panel of A, each packed or read in place:
 //!
 //! ```text
 //! LOOP 2 (JR): nc in NR-wide strips of B_pack
@@ -22,7 +22,7 @@ use crate::view::{MatMut, MatRef};
 use microkernel::{CTile, LhsStrip, microkernel};
 
 /// The left operand of a macro-kernel call: packed into MR strips, or read in place through its
-/// strides (cheaper when the panel is small or already hot in cache).
+/// strides (cheaper unless its columns are strided: each k step then lands in a new cache line).
 #[derive(Clone, Copy, Debug)]
 pub enum Lhs<'a> {
     /// Packed by [`PackedA::pack`].
@@ -30,8 +30,9 @@ pub enum Lhs<'a> {
     /// Read in place; any strides. For a panel already in cache (attention's K and V tiles).
     Strided(MatRef<'a>),
     /// Read in place like `Strided`, for a panel that comes from memory: while a strip of A is
-    /// read for the first register tile column, the same lines of the next strip's rows are
-    /// hinted into L2, one line of each row per cache line of A read. The hardware prefetchers, which train
+    /// read for the first register tile column, the next strip's rows are hinted into L2, one
+    /// line of each row per cache line of A read, at the same columns. Only a panel with unit
+    /// column stride and more than MR rows fetches; any other is read as `Strided`. The hardware prefetchers, which train
     /// per 4 KiB page, track six short row streams poorly: a 2048×2048 A times 2048×128 (A read
     /// in place from DRAM, 16 MiB) ran at 82.5 % of peak without the hints and 90.7 % with them
     /// (Zen 5, AVX-512, median of 4 interleaved runs; AVX2 86.8 → 92.6 %).
@@ -73,17 +74,26 @@ impl Lhs<'_> {
         }
     }
 
-    /// [`Lhs::strip`], and for a streamed panel with unit column stride, the distance to the
-    /// strip after it, to fetch while this one is read (0, the strip itself, past the last one
-    /// or when the columns are not contiguous).
+    /// [`Lhs::strip`]; with `FETCH`, also the distance to the strip after it, to fetch while this
+    /// one is read (0, the strip itself, for the last one). `FETCH` only ever comes with a
+    /// streamed panel of unit column stride (see [`macro_kernel`]).
     #[inline(always)]
-    fn strip_fetching_next(&self, i0: usize) -> LhsStrip {
+    fn strip_for<const FETCH: bool>(&self, i0: usize) -> LhsStrip {
         let strip = self.strip(i0);
         match self {
-            Lhs::Streamed(a) if a.col_stride() == 1 && i0 + MR < a.rows() => {
-                LhsStrip { next_strip: MR * a.row_stride(), ..strip }
+            // Wrapping: as in `strip`, a panel without columns may have any row stride.
+            Lhs::Streamed(a) if FETCH && i0 + MR < a.rows() => {
+                LhsStrip { next_strip: MR.wrapping_mul(a.row_stride()), ..strip }
             }
             _ => strip,
+        }
+    }
+
+    /// The panel if it is streamed and can fetch ahead: unit column stride, more than one strip.
+    fn fetching_panel(&self) -> Option<MatRef<'_>> {
+        match *self {
+            Lhs::Streamed(a) if a.col_stride() == 1 && a.rows() > MR => Some(a),
+            _ => None,
         }
     }
 }
@@ -127,11 +137,15 @@ impl<'a> Rhs<'a> {
             Rhs::Direct(b) => b.0.cols(),
         }
     }
-    /// Columns `j0..j0 + cols`; `j0` is a multiple of NR.
+    /// Columns `j0..j0 + cols`; `j0` is a multiple of NR, and for a direct B so is `cols`.
     fn sub_cols(&self, j0: usize, cols: usize) -> Rhs<'a> {
         match self {
             Rhs::Packed(b) => Rhs::Packed(b.sub_cols(j0, cols)),
-            Rhs::Direct(b) => Rhs::Direct(DirectB(b.0.block(0, j0, b.0.rows(), cols))),
+            Rhs::Direct(b) => {
+                assert!(j0.is_multiple_of(NR), "sub_cols({j0}, {cols}) of a direct B");
+                Rhs::direct(b.0.block(0, j0, b.0.rows(), cols))
+                    .expect("whole strips of a direct B are direct")
+            }
         }
     }
     /// Start of the NR strip at column `j0` and the distance between its rows.
@@ -160,19 +174,24 @@ pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'
         c.rows(),
         c.cols()
     );
-    if let Lhs::Streamed(panel) = a {
+    if let Some(panel) = a.fetching_panel() {
         // The first tile column reads the panel from memory and fetches each next strip as it
         // goes; the other columns find it in cache. Two instantiations, not a branch in one
         // loop: with both loops in one function, the A row pointers spilled to the stack in the
         // loop without hints too (an extra load per broadcast; 1024³ fell from 89 to 86 % of peak).
         let first = tile_cols(isa).min(c.cols());
         let (c_first, c_rest) = c.split_at_col(first);
-        run_loops::<true>(isa, a, b.sub_cols(0, first), c_first, alpha, beta);
+        run_loops::<true>(isa, Lhs::Streamed(panel), b.sub_cols(0, first), c_first, alpha, beta);
         if c_rest.cols() > 0 {
             let rest = b.sub_cols(first, c_rest.cols());
             run_loops::<false>(isa, Lhs::Strided(panel), rest, c_rest, alpha, beta);
         }
     } else {
+        // A streamed panel that cannot fetch ahead is read as a strided one.
+        let a = match a {
+            Lhs::Streamed(panel) => Lhs::Strided(panel),
+            other => other,
+        };
         run_loops::<false>(isa, a, b, c, alpha, beta);
     }
 }
@@ -238,7 +257,7 @@ pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
             let mr = MR.min(m - ir);
             let ptr = c_ptr.wrapping_add(ir * c_rs + jr * c_cs);
             let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
-            let a_strip = if FETCH { a.strip_fetching_next(ir) } else { a.strip(ir) };
+            let a_strip = a.strip_for::<FETCH>(ir);
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and a
             // k×NR packed B strip; C rows ir..ir+mr and columns jr..jr+nr are inside the view.
             unsafe { microkernel::<S, FETCH>(s, k, a_strip, b_strip, c_tile) };
