@@ -215,9 +215,9 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     let mut acc = [[s.splat(0.0); KB]; R];
     // f32 rows go one after the other, each front to back: read two rows a line of each at a
     // time, the prefetchers lost track of the stream, and f32 at kv_len 16384 took 19 % longer
-    // on 2 threads (6 % on 1; at kv_len 4096, K/V in L3, it was 5 % faster). Half-precision K is
-    // bound by the arithmetic, which the interleaved order does with half the Q loads (f16 took
-    // 17 % longer row by row).
+    // on 2 threads (6 % on 1), though at kv_len 4096 (K/V in L3) that order was 5 % faster.
+    // Half-precision K is bound by the arithmetic, which the interleaved order does with half
+    // the Q loads (f16 took 17 % longer row by row).
     let rows_per_pass = if size_of::<T>() == size_of::<f32>() { 1 } else { KB };
     for g0 in (0..KB).step_by(rows_per_pass) {
         let rows = g0..g0 + rows_per_pass;

@@ -32,10 +32,11 @@ pub enum Lhs<'a> {
     /// Read in place like `Strided`, for a panel that comes from memory: while a strip of A is
     /// read for the first register tile column, the next strip's rows are hinted into L2, one
     /// line of each row per cache line of A read, at the same columns. Only a panel with unit
-    /// column stride and more than MR rows fetches; any other is read as `Strided`. The hardware prefetchers, which train
-    /// per 4 KiB page, track six short row streams poorly: a 2048×2048 A times 2048×128 (A read
-    /// in place from DRAM, 16 MiB) ran at 82.5 % of peak without the hints and 90.7 % with them
-    /// (Zen 5, AVX-512, median of 4 interleaved runs; AVX2 86.8 → 92.6 %).
+    /// column stride and more than MR rows fetches; any other is read as `Strided`. The hardware
+    /// prefetchers, which train per 4 KiB page, track six short row streams poorly: a 2048×2048
+    /// A times 2048×128 (A read in place from DRAM, 16 MiB) ran at 82.5 % of peak without the
+    /// hints and 90.7 % with them (Zen 5, AVX-512, median of 4 interleaved runs; AVX2 86.8 →
+    /// 92.6 %).
     Streamed(MatRef<'a>),
 }
 
@@ -75,8 +76,8 @@ impl Lhs<'_> {
     }
 
     /// [`Lhs::strip`]; with `FETCH`, also the distance to the strip after it, to fetch while this
-    /// one is read (0, the strip itself, for the last one). `FETCH` only ever comes with a
-    /// streamed panel of unit column stride (see [`macro_kernel`]).
+    /// one is read (0, the strip itself, for the last one). `FETCH` only ever comes with a panel
+    /// that [`Lhs::fetches_ahead`].
     #[inline(always)]
     fn strip_for<const FETCH: bool>(&self, i0: usize) -> LhsStrip {
         let strip = self.strip(i0);
@@ -89,12 +90,10 @@ impl Lhs<'_> {
         }
     }
 
-    /// The panel if it is streamed and can fetch ahead: unit column stride, more than one strip.
-    fn fetching_panel(&self) -> Option<MatRef<'_>> {
-        match *self {
-            Lhs::Streamed(a) if a.col_stride() == 1 && a.rows() > MR => Some(a),
-            _ => None,
-        }
+    /// Whether this is a streamed panel that can fetch ahead: unit column stride, more than one
+    /// strip. Any other streamed panel is read exactly as a strided one.
+    fn fetches_ahead(&self) -> bool {
+        matches!(self, Lhs::Streamed(a) if a.col_stride() == 1 && a.rows() > MR)
     }
 }
 
@@ -174,24 +173,18 @@ pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'
         c.rows(),
         c.cols()
     );
-    if let Some(panel) = a.fetching_panel() {
+    if a.fetches_ahead() {
         // The first tile column reads the panel from memory and fetches each next strip as it
         // goes; the other columns find it in cache. Two instantiations, not a branch in one
         // loop: with both loops in one function, the A row pointers spilled to the stack in the
         // loop without hints too (an extra load per broadcast; 1024³ fell from 89 to 86 % of peak).
         let first = tile_cols(isa).min(c.cols());
         let (c_first, c_rest) = c.split_at_col(first);
-        run_loops::<true>(isa, Lhs::Streamed(panel), b.sub_cols(0, first), c_first, alpha, beta);
+        run_loops::<true>(isa, a, b.sub_cols(0, first), c_first, alpha, beta);
         if c_rest.cols() > 0 {
-            let rest = b.sub_cols(first, c_rest.cols());
-            run_loops::<false>(isa, Lhs::Strided(panel), rest, c_rest, alpha, beta);
+            run_loops::<false>(isa, a, b.sub_cols(first, c_rest.cols()), c_rest, alpha, beta);
         }
     } else {
-        // A streamed panel that cannot fetch ahead is read as a strided one.
-        let a = match a {
-            Lhs::Streamed(panel) => Lhs::Strided(panel),
-            other => other,
-        };
         run_loops::<false>(isa, a, b, c, alpha, beta);
     }
 }
