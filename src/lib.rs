@@ -19,7 +19,7 @@ pub use attention::{AttentionParams, CausalAlign, KvElement, Window, attention, 
 pub use error::{Error, Result};
 pub use isa::{ISA_ENV, IsaKind, active_isa, available_isas, parse_isa};
 pub use kvcache::{KvCache, KvCacheConfig, KvDtype};
-pub use matmul::{KC, KC_AVX512, MC, MatmulOptions, NC, Parallelism, matmul, matmul_with};
+pub use matmul::{MatmulOptions, Parallelism, matmul, matmul_with};
 pub use mha::{MhaConfig, MhaWeights, MultiHeadAttention};
 pub use rope::{Rope, RopeStyle};
 pub use view::{MatMut, MatRef, View4, View4Mut};

@@ -15,30 +15,10 @@ use crate::error::{Error, Result};
 use crate::isa::{IsaKind, resolve};
 use crate::scratch::{Slot, empty_slot, with_buffer};
 use crate::view::{MatMut, MatRef};
-use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, Rhs, macro_kernel};
+use flashcpu_kernels::blocking::Blocking;
+use flashcpu_kernels::gemm::{Lhs, MAX_NR, MR, PackedA, PackedB, Rhs, macro_kernel};
 use flashcpu_kernels::{Isa, view as kv};
 use rayon::prelude::*;
-
-/// Cache blocking for Zen 3 / Skylake-class cores (L1d 32 KiB, L2 512 KiB–1 MiB, L3 ≥ 8 MiB):
-/// - `KC = 384`: one packed B strip is KC·NR·4 B = 24 KiB of the 32 KiB L1d, beside the 9 KiB A
-///   strip; fewer KC passes mean fewer trips of C through the caches.
-/// - `MC = 96`: an A panel is MC·KC·4 B = 144 KiB, well inside L2 with room for the C tiles
-///   and the next B strips.
-/// - `NC = 4080`: the shared packed B panel is KC·NC·4 B ≈ 6 MiB, resident in L3.
-///
-/// Measured on Zen 3, best of 2 (% of peak at 1024³ / 2048³): KC 384 · MC 96: 88 / 90;
-/// KC 256: 87 / 88; KC 512: 89 / 85; MC 72: 88 / 87; MC 144: 88 / 89.
-pub const KC: usize = 384;
-/// KC for the AVX-512 6×32 tile. Its pair of B strips (KC·32·4 B = 64 KiB) lives in L2 either
-/// way, and at twice the FMA rate each pass of C through the caches costs twice as much, so fewer
-/// and longer passes win. Measured on Zen 5 (% of the AVX-512 peak, 1024³ / 2048³, C prefetched
-/// into L2 at the start of each tile): KC 384: 86 / 87; KC 512: 87 / 89; KC 768: 86 / 88;
-/// KC 1024: 86 / 86.
-pub const KC_AVX512: usize = 512;
-/// Rows of A per panel, packed or read in place (see [`KC`]).
-pub const MC: usize = 96;
-/// Columns of B per packed panel (see [`KC`]).
-pub const NC: usize = 4080;
 
 /// How a call may use threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,26 +112,26 @@ pub(crate) fn gemm(
         Parallelism::Rayon => rayon::current_num_threads(),
         Parallelism::Sequential => 1,
     };
-    if m <= SMALL_M && Rhs::direct(b).is_some() {
+    if m <= SMALL_M && Rhs::direct(isa, b).is_some() {
         small_m(isa, threads, alpha, a, b, beta, c);
         return;
     }
-    let kc_block = if isa.kind() == IsaKind::Avx512 { KC_AVX512 } else { KC };
+    let blk = Blocking::of(isa);
     // LOOP 5 (JC): n in NC blocks.
     let mut c_rest = c.rb();
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    for jc in (0..n).step_by(blk.nc) {
+        let nc = blk.nc.min(n - jc);
         let (mut c_jc, right) = c_rest.split_at_col(nc);
         c_rest = right;
         // LOOP 4 (PC): k in KC blocks; the first applies β, later ones accumulate.
-        for pc in (0..k).step_by(kc_block) {
-            let kc = kc_block.min(k - pc);
+        for pc in (0..k).step_by(blk.kc) {
+            let kc = blk.kc.min(k - pc);
             let beta_pc = if pc == 0 { beta } else { 1.0 };
             let b_blk = b.block(pc, jc, kc, nc);
-            with_buffer(&B_PACK, PackedB::len_for(kc, nc), |buf| {
+            with_buffer(&B_PACK, PackedB::len_for(isa, kc, nc), |buf| {
                 let b_pack = pack_b(isa, b_blk, buf, threads);
                 let a_blk = a.block(0, pc, m, kc);
-                loop3(isa, threads, alpha, a_blk, b_pack, beta_pc, c_jc.rb());
+                loop3(isa, &blk, threads, alpha, a_blk, b_pack, beta_pc, c_jc.rb());
             });
         }
     }
@@ -166,8 +146,8 @@ const SMALL_M: usize = 16;
 /// is walked strip by strip, so a strip's rows stay within a few pages.
 const SMALL_M_KC: usize = 64;
 
-/// Columns per work item of the small-m path (whole NR strips).
-const SMALL_M_NCHUNK: usize = 16 * NR;
+/// Columns per work item of the small-m path: whole NR strips on every ISA.
+const SMALL_M_NCHUNK: usize = 8 * MAX_NR;
 
 /// `C ← α·A·B + β·C` for few rows of A and a B whose rows are whole unit-stride strips: column
 /// chunks in parallel, each walking k in [`SMALL_M_KC`] slabs with B read in place. The k order
@@ -193,7 +173,8 @@ fn small_m(
         let nc = chunk.cols();
         for pc in (0..k).step_by(SMALL_M_KC) {
             let kc = SMALL_M_KC.min(k - pc);
-            let rhs = Rhs::direct(b.block(pc, j0, kc, nc)).expect("a column block of a direct B is direct");
+            let rhs =
+                Rhs::direct(isa, b.block(pc, j0, kc, nc)).expect("a column block of a direct B is direct");
             let beta_pc = if pc == 0 { beta } else { 1.0 };
             macro_kernel(isa, Lhs::Strided(a.block(0, pc, a.rows(), kc)), rhs, chunk.rb(), alpha, beta_pc);
         }
@@ -205,25 +186,36 @@ fn small_m(
     }
 }
 
+/// Items per thread that LOOP 3 aims for at least (see [`loop3`]).
+const ITEMS_PER_THREAD: usize = 4;
+
 /// Packs B, splitting its NR strips across threads when there are several.
 fn pack_b<'a>(isa: Isa, b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<'a> {
     let (k, n) = (b.rows(), b.cols());
-    const STRIPS_PER_TASK: usize = 16;
-    if threads == 1 || n <= NR * STRIPS_PER_TASK {
+    // Columns per task: whole strips on every ISA.
+    const TASK_COLS: usize = 8 * MAX_NR;
+    if threads == 1 || n <= TASK_COLS {
         return PackedB::pack(isa, b, buf);
     }
-    let task_cols = STRIPS_PER_TASK * NR;
-    buf[..PackedB::len_for(k, n)].par_chunks_mut(task_cols * k).enumerate().for_each(|(t, chunk)| {
-        let j0 = t * task_cols;
-        PackedB::pack(isa, b.block(0, j0, k, task_cols.min(n - j0)), chunk);
+    buf[..PackedB::len_for(isa, k, n)].par_chunks_mut(TASK_COLS * k).enumerate().for_each(|(t, chunk)| {
+        let j0 = t * TASK_COLS;
+        PackedB::pack(isa, b.block(0, j0, k, TASK_COLS.min(n - j0)), chunk);
     });
-    PackedB::from_buffer(buf, k, n)
+    PackedB::from_buffer(isa, buf, k, n)
 }
 
 /// LOOP 3 (IC): m in MC blocks; a work item that packs its A panel does so into thread-local
 /// scratch.
+///
+/// With several threads the items are made even and plentiful, so that one slow core (a shared
+/// machine) delays the pass by a small item, not a large one: the row blocks are shrunk until
+/// their count is a multiple of the thread count, and n is split until there are at least
+/// [`ITEMS_PER_THREAD`] items per thread. Splitting C this way never changes its bits: each
+/// element still sums its k products in one order.
+#[allow(clippy::too_many_arguments)] // the product, its blocking and its threads
 fn loop3(
     isa: Isa,
+    blk: &Blocking,
     threads: usize,
     alpha: f32,
     a: kv::MatRef<'_>,
@@ -231,15 +223,20 @@ fn loop3(
     beta: f32,
     c: kv::MatMut<'_>,
 ) {
-    let (m, n) = (c.rows(), c.cols());
-    // Split n (in whole NR strips) when m alone gives too few items to keep every thread busy.
-    let m_blocks = m.div_ceil(MC);
-    let n_split = if threads > 1 { (2 * threads).div_ceil(m_blocks).min(n.div_ceil(NR)) } else { 1 };
-    let n_chunk = n.div_ceil(NR).div_ceil(n_split) * NR;
-    let mut items = Vec::with_capacity(m_blocks * n_split);
+    let (m, n, nr) = (c.rows(), c.cols(), blk.nr);
+    let (mc_block, n_split) = if threads > 1 {
+        let m_blocks = m.div_ceil(blk.mc).next_multiple_of(threads);
+        let mc_block = m.div_ceil(m_blocks).next_multiple_of(MR);
+        let n_split = (ITEMS_PER_THREAD * threads).div_ceil(m.div_ceil(mc_block)).min(n.div_ceil(nr));
+        (mc_block, n_split)
+    } else {
+        (blk.mc, 1)
+    };
+    let n_chunk = n.div_ceil(nr).div_ceil(n_split) * nr;
+    let mut items = Vec::with_capacity(m.div_ceil(mc_block) * n_split);
     let mut rows_rest = c;
-    for ic in (0..m).step_by(MC) {
-        let mc = MC.min(m - ic);
+    for ic in (0..m).step_by(mc_block) {
+        let mc = mc_block.min(m - ic);
         let (mut rows, below) = rows_rest.split_at_row(mc);
         rows_rest = below;
         for jr in (0..n).step_by(n_chunk) {
@@ -251,7 +248,7 @@ fn loop3(
     let run = |(ic, jr, block): (usize, usize, kv::MatMut<'_>)| {
         let a_blk = a.block(ic, 0, block.rows(), a.cols());
         let b_blk = b.sub_cols(jr, block.cols());
-        if packing_a_pays(a_blk, block.cols()) {
+        if packing_a_pays(a_blk, block.cols(), nr) {
             with_buffer(&A_PACK, PackedA::len_for(block.rows(), a.cols()), |buf| {
                 macro_kernel(isa, Lhs::Packed(PackedA::pack(isa, a_blk, buf)), b_blk, block, alpha, beta)
             });
@@ -273,8 +270,8 @@ fn loop3(
 /// 83.2 → 84.9; AVX2 1024³ 92.5 → 93.5. Columns with a stride (a transposed A) put every k step
 /// in a different cache line; those are packed once the panel is reused across several NR
 /// strips of B.
-fn packing_a_pays(a: kv::MatRef<'_>, nc: usize) -> bool {
-    a.col_stride() != 1 && a.rows() > MR && nc > 8 * NR
+fn packing_a_pays(a: kv::MatRef<'_>, nc: usize, nr: usize) -> bool {
+    a.col_stride() != 1 && a.rows() > MR && nc > 8 * nr
 }
 
 /// `C ← β·C`, never reading C when `β = 0` (for `k = 0`).

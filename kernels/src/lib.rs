@@ -11,7 +11,7 @@
 //! // C = A·B for 2×3 times 3×2, on the fastest ISA this CPU has.
 //! let (a, b) = ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
 //! let b = MatRef::new(&b, 3, 2, 2, 1).unwrap();
-//! let mut buf = vec![0.0; PackedB::len_for(3, 2)];
+//! let mut buf = vec![0.0; PackedB::len_for(Isa::best(), 3, 2)];
 //! let mut c = [0.0f32; 4];
 //! let a = Lhs::Strided(MatRef::new(&a, 2, 3, 3, 1).unwrap());
 //! macro_kernel(Isa::best(), a, PackedB::pack(Isa::best(), b, &mut buf), MatMut::new(&mut c, 2, 2, 2, 1).unwrap(), 1.0, 0.0);
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod attention;
+pub mod blocking;
 pub mod gemm;
 pub mod isa;
 pub mod peak;

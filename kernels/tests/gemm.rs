@@ -3,7 +3,7 @@
 //! register tile;
 //! packing; and the views' construction checks and splits.
 
-use flashcpu_kernels::gemm::{Lhs, MR, NR, PackedA, PackedB, Rhs, macro_kernel};
+use flashcpu_kernels::gemm::{Lhs, MAX_NR, MR, PackedA, PackedB, Rhs, macro_kernel, nr_of};
 #[cfg(target_arch = "x86_64")]
 use flashcpu_kernels::isa::Avx2Fma;
 use flashcpu_kernels::isa::{Portable, Simd};
@@ -71,7 +71,7 @@ struct Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        (0..=2 * MR + 1, 0..=2 * NR + 1, select(vec![0, 1, 7, 13, 64])),
+        (0..=2 * MR + 1, 0..=2 * MAX_NR + 1, select(vec![0, 1, 7, 13, 64])),
         select(vec![LhsForm::Packed, LhsForm::Strided, LhsForm::Streamed]),
         (0..5u8, 0..5u8, 2..5u8),
         (select(SCALARS.to_vec()), select(SCALARS.to_vec())),
@@ -111,7 +111,7 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
     let a = MatRef::new(&a_data, m, k, a_rs, a_cs).unwrap();
     let b = MatRef::new(&b_data, k, n, b_rs, b_cs).unwrap();
 
-    let mut b_buf = vec![f32::NAN; PackedB::len_for(k, n) + 5];
+    let mut b_buf = vec![f32::NAN; PackedB::len_for(isa, k, n) + 5];
     let b_pack = PackedB::pack(isa, b, &mut b_buf);
     let mut a_buf = vec![f32::NAN; PackedA::len_for(m, k) + 5];
     let lhs = match case.lhs {
@@ -120,7 +120,7 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
         LhsForm::Streamed => Lhs::Streamed(a),
     };
     // B read in place where its layout allows, for half the seeds.
-    let rhs = match Rhs::direct(b) {
+    let rhs = match Rhs::direct(isa, b) {
         Some(direct) if case.seed.is_multiple_of(2) => direct,
         _ => Rhs::Packed(b_pack),
     };
@@ -172,13 +172,13 @@ proptest! {
     }
 }
 
-/// Every (m, n) in 0..=2MR+1 × 0..=3NR+1 at k = 7 and 40 once (one line of A and more), in every
-/// form of A, on every ISA: the property test samples this grid, this walks all of it. A streamed
-/// A splits C after the first tile column (NR or 2·NR wide), so n goes past 2·NR + 1.
+/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 (NR of the widest ISA) at k = 7 and 40 once (one line
+/// of A and more), in every form of A, on every ISA: the property test samples this grid, this
+/// walks all of it. A streamed A splits C after the first tile column, so n goes past NR + 1.
 #[test]
 fn macro_kernel_every_edge_size() {
     for m in 0..=2 * MR + 1 {
-        for n in 0..=3 * NR + 1 {
+        for n in 0..=2 * MAX_NR + 1 {
             for (lhs, k) in
                 [(LhsForm::Packed, 7), (LhsForm::Strided, 7), (LhsForm::Streamed, 7), (LhsForm::Streamed, 40)]
             {
@@ -205,10 +205,10 @@ fn macro_kernel_every_edge_size() {
 #[test]
 fn streamed_panel_without_columns_scales_c() {
     let a = MatRef::new(&[], 2 * MR + 1, 0, usize::MAX, 1).unwrap();
-    let b = MatRef::new(&[], 0, NR + 3, NR + 3, 1).unwrap();
+    let b = MatRef::new(&[], 0, MAX_NR + 3, MAX_NR + 3, 1).unwrap();
     let (m, n) = (a.rows(), b.cols());
     for isa in Isa::available() {
-        let mut buf = vec![0.0; PackedB::len_for(0, n)];
+        let mut buf = vec![0.0; PackedB::len_for(isa, 0, n)];
         let mut c_data = vec![2.0; m * n];
         let c = MatMut::new(&mut c_data, m, n, n, 1).unwrap();
         macro_kernel(isa, Lhs::Streamed(a), PackedB::pack(isa, b, &mut buf), c, 1.0, 0.5);
@@ -220,32 +220,33 @@ fn streamed_panel_without_columns_scales_c() {
 /// same products as packing in one go.
 #[test]
 fn piecewise_packing_and_sub_cols_agree_with_whole_packing() {
-    let (m, k, n) = (2 * MR + 1, 19, 3 * NR + 5);
+    let (m, k, n) = (2 * MR + 1, 19, 3 * MAX_NR + 5);
     let mut rng = Rng(99);
     let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
     let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform()).collect();
     let a = MatRef::new(&a_data, m, k, k, 1).unwrap();
     let b = MatRef::new(&b_data, k, n, 1, k).unwrap();
     for isa in Isa::available() {
+        let nr = nr_of(isa);
         let product = |b_pack: PackedB<'_>, c_data: &mut [f32]| {
             // Column-major C: valid strides for every cols, including 0.
             let c = MatMut::new(c_data, m, b_pack.cols(), 1, m).unwrap();
             macro_kernel(isa, Lhs::Strided(a), b_pack, c, 1.0, 0.0);
         };
-        let mut whole_buf = vec![f32::NAN; PackedB::len_for(k, n)];
+        let mut whole_buf = vec![f32::NAN; PackedB::len_for(isa, k, n)];
         let mut whole = vec![0.0; m * n];
         product(PackedB::pack(isa, b, &mut whole_buf), &mut whole);
 
-        let mut pieces_buf = vec![f32::NAN; PackedB::len_for(k, n)];
-        let (first, rest) = pieces_buf.split_at_mut(2 * NR * k);
-        PackedB::pack(isa, b.block(0, 0, k, 2 * NR), first);
-        PackedB::pack(isa, b.block(0, 2 * NR, k, n - 2 * NR), rest);
+        let mut pieces_buf = vec![f32::NAN; PackedB::len_for(isa, k, n)];
+        let (first, rest) = pieces_buf.split_at_mut(2 * nr * k);
+        PackedB::pack(isa, b.block(0, 0, k, 2 * nr), first);
+        PackedB::pack(isa, b.block(0, 2 * nr, k, n - 2 * nr), rest);
         let mut pieces = vec![0.0; m * n];
-        product(PackedB::from_buffer(&pieces_buf, k, n), &mut pieces);
+        product(PackedB::from_buffer(isa, &pieces_buf, k, n), &mut pieces);
         assert_eq!(pieces, whole, "{:?}: piecewise packing", isa.kind());
 
         let whole_pack = PackedB::pack(isa, b, &mut whole_buf);
-        for (j0, cols) in [(0, NR), (NR, 2 * NR + 5), (3 * NR, 5), (2 * NR, 0)] {
+        for (j0, cols) in [(0, nr), (nr, 2 * nr + 5), (3 * nr, 5), (2 * nr, 0)] {
             let mut sub = vec![0.0; m * cols];
             product(whole_pack.sub_cols(j0, cols), &mut sub);
             for i in 0..m {
@@ -286,8 +287,10 @@ fn packed_layouts_match_their_definition() {
                     let data: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
                     println!("{:?} k {k} n {n} layout {layout}", isa.kind());
                     let b = MatRef::new(&data, k, n, rs, cs).unwrap();
-                    let mut buf = vec![f32::NAN; PackedB::len_for(k, n)];
-                    check_strips(PackedB::pack(isa, b, &mut buf).as_slice(), NR, k, n, |j, p| b.at(p, j));
+                    let mut buf = vec![f32::NAN; PackedB::len_for(isa, k, n)];
+                    let packed = PackedB::pack(isa, b, &mut buf);
+                    assert_eq!(packed.strip_width(), nr_of(isa));
+                    check_strips(packed.as_slice(), nr_of(isa), k, n, |j, p| b.at(p, j));
                     // The same matrix read as an n × k left operand.
                     let a = b.t();
                     let mut buf = vec![f32::NAN; PackedA::len_for(n, k)];
@@ -302,10 +305,10 @@ fn packed_layouts_match_their_definition() {
 #[test]
 #[should_panic(expected = "sub_cols")]
 fn sub_cols_must_start_a_strip() {
-    let b_data = vec![1.0; 4 * 2 * NR];
-    let b = MatRef::new(&b_data, 4, 2 * NR, 2 * NR, 1).unwrap();
-    let mut buf = vec![0.0; PackedB::len_for(4, 2 * NR)];
-    PackedB::pack(Isa::portable(), b, &mut buf).sub_cols(1, NR);
+    let b_data = vec![1.0; 4 * 2 * MAX_NR];
+    let b = MatRef::new(&b_data, 4, 2 * MAX_NR, 2 * MAX_NR, 1).unwrap();
+    let mut buf = vec![0.0; PackedB::len_for(Isa::portable(), 4, 2 * MAX_NR)];
+    PackedB::pack(Isa::portable(), b, &mut buf).sub_cols(1, MAX_NR);
 }
 
 #[test]
@@ -314,7 +317,7 @@ fn macro_kernel_refuses_mismatched_shapes() {
     let (a_data, b_data) = (vec![1.0; 3 * 4], vec![1.0; 5 * 2]);
     let a = MatRef::new(&a_data, 3, 4, 4, 1).unwrap();
     let b = MatRef::new(&b_data, 5, 2, 2, 1).unwrap();
-    let mut buf = vec![0.0; PackedB::len_for(5, 2)];
+    let mut buf = vec![0.0; PackedB::len_for(Isa::portable(), 5, 2)];
     let mut c_data = vec![0.0; 3 * 2];
     let c = MatMut::new(&mut c_data, 3, 2, 2, 1).unwrap();
     macro_kernel(Isa::portable(), Lhs::Strided(a), PackedB::pack(Isa::portable(), b, &mut buf), c, 1.0, 0.0);
@@ -485,4 +488,34 @@ fn transpose_block_and_reborrow() {
     m.set(0, 0, 1.0);
     assert_eq!(m.at(1, 2), 5.0);
     assert_eq!(out, [1.0, 0.0, 0.0, 0.0, 0.0, 5.0]);
+}
+
+/// A B packed for one ISA's tile width handed to another's kernel would be read past its strips:
+/// refused.
+#[test]
+fn macro_kernel_refuses_b_packed_for_another_width() {
+    let (Some(narrow), Some(wide)) = (
+        Isa::available().into_iter().find(|&i| nr_of(i) == 16),
+        Isa::available().into_iter().find(|&i| nr_of(i) == 32),
+    ) else {
+        return;
+    };
+    let b_data = vec![1.0; 3 * 20];
+    let b = MatRef::new(&b_data, 3, 20, 20, 1).unwrap();
+    let mut buf = vec![0.0; PackedB::len_for(narrow, 3, 20)];
+    let packed = PackedB::pack(narrow, b, &mut buf);
+    let a = MatRef::new(&[1.0; 6], 2, 3, 3, 1).unwrap();
+    let mut c_data = vec![0.0; 2 * 20];
+    let c = MatMut::new(&mut c_data, 2, 20, 20, 1).unwrap();
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        macro_kernel(wide, Lhs::Strided(a), packed, c, 1.0, 0.0);
+    }));
+    assert!(refused.is_err());
+}
+
+/// Sizes whose packed length overflows `usize` panic before any buffer is touched.
+#[test]
+#[should_panic(expected = "overflows")]
+fn packed_length_overflow_panics() {
+    PackedB::len_for(Isa::portable(), 1 << 60, 16);
 }

@@ -79,7 +79,7 @@ pub fn attention_with_lse<T: KvElement>(
     let isa = resolve(params.isa)?;
     let dims = validate::validate(q.shape(), k.shape(), v.shape(), &out, lse.as_deref(), params)?;
     let (k, v) = (kv::KvView::new(k), kv::KvView::new(v));
-    let plan = plan::plan(&dims);
+    let plan = plan::plan(&dims, &flashcpu_kernels::blocking::Blocking::of(isa));
     if plan.splits == 1 {
         let jobs = plan::jobs(isa, &dims, &plan, params, (q, k, v), out, lse, (0, dims.kv_len));
         run(params.parallelism, isa, jobs);

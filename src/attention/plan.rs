@@ -7,13 +7,9 @@ use super::validate::Dims;
 use crate::view::{View4, View4Mut};
 use flashcpu_kernels::Isa;
 use flashcpu_kernels::attention::{HeadTile, KeyRule, TileJob, all_finite, scratch_len};
+use flashcpu_kernels::blocking::Blocking;
 use flashcpu_kernels::view::MatMut;
 use rayon::prelude::*;
-
-/// Stacked query rows per work item (all heads of a KV group): 64 = four 16-query strips, the
-/// packed right operand of both products, so no lane is wasted; with d = 128 the item's Q and O
-/// take 32 KiB each.
-const ROWS_PER_ITEM: usize = 64;
 
 /// Query rows up to which a call counts as decoding: items are then split along the keys
 /// (flash-decoding) so that every core streams its own part of a long KV cache.
@@ -33,20 +29,6 @@ const MIN_KEYS_PER_SPLIT: usize = 256;
 
 /// "No limit" for a key-rule side; far from overflow when a row index is added.
 const UNBOUNDED: i64 = 1 << 60;
-
-/// Keys per K/V tile, a multiple of the microkernel's MR = 6 (the keys are the rows of Sᵀ = K·Qᵀ).
-/// A K or V tile is about 96 KiB (192·128·4 B at d = 128), read from L2 beside the item's Qᵀ, Sᵀ
-/// and Oᵀ: narrower heads get more keys, wider ones fewer. Measured on Zen 3 (1 thread):
-/// at d 128, Bc 144 → 192 gained 1–2 points of peak at L 2048 (causal too), 288 lost about 1
-/// again; at d 64, 192 → 384 took 1.5 % off the time at L 1024 and 2048 (causal too) and 3.5 %
-/// at L 512, where 192 left a short third tile (medians of 5 interleaved runs; 288 was between).
-fn keys_per_tile(d: usize, dv: usize) -> usize {
-    match d.max(dv) {
-        0..=64 => 384,
-        65..=128 => 192,
-        _ => 96,
-    }
-}
 
 /// Keys per K/V tile when decoding, which streams K and V from memory once while prefetching the
 /// next tile: this tile and the next stay in L2 (2 × 96 keys × 1 KiB of f32 K and V at d = 128).
@@ -68,10 +50,10 @@ pub(super) struct Plan {
     pub keys_per_split: usize,
 }
 
-/// Tile sizes and the number of key splits for a validated call.
-pub(super) fn plan(dims: &Dims) -> Plan {
+/// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table.
+pub(super) fn plan(dims: &Dims, blk: &Blocking) -> Plan {
     let group = dims.heads / dims.kv_heads.max(1);
-    let br = (ROWS_PER_ITEM / group.max(1)).clamp(1, dims.q_len.max(1));
+    let br = (blk.attention_rows / group.max(1)).clamp(1, dims.q_len.max(1));
     let splits = if dims.q_len <= DECODE_MAX_Q {
         let for_cores = MIN_DECODE_ITEMS.div_ceil((dims.batch * dims.kv_heads).max(1));
         let most = dims.kv_len.div_ceil(MIN_KEYS_PER_SPLIT).max(1);
@@ -81,7 +63,11 @@ pub(super) fn plan(dims: &Dims) -> Plan {
     };
     Plan {
         br,
-        bc: if dims.q_len <= DECODE_MAX_Q { DECODE_KEYS_PER_TILE } else { keys_per_tile(dims.d, dims.dv) },
+        bc: if dims.q_len <= DECODE_MAX_Q {
+            DECODE_KEYS_PER_TILE
+        } else {
+            blk.attention_keys(dims.d, dims.dv)
+        },
         splits,
         keys_per_split: dims.kv_len.div_ceil(splits).max(1),
     }
@@ -149,7 +135,7 @@ pub(super) fn jobs<'a>(
     }
     let group = heads / kv_heads;
     let Plan { br, bc, .. } = *plan;
-    let scratch = scratch_len(group * br, d, dv, bc);
+    let scratch = scratch_len(group * br, d, dv, bc).expect("scratch of a planned item fits usize");
     let v_finite: Vec<bool> = if q_len.div_ceil(br) >= PRECHECK_V_FROM_TILES {
         (0..batch * kv_heads)
             .into_par_iter()

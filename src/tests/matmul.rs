@@ -6,14 +6,16 @@
 use super::{Rng, pool3, tolerance};
 use crate::reference::{matmul_f32_naive, matmul_f64};
 use crate::{
-    Error, IsaKind, KC, KC_AVX512, MC, MatMut, MatRef, MatmulOptions, NC, Parallelism, available_isas,
-    matmul, matmul_with, parse_isa,
+    Error, IsaKind, MatMut, MatRef, MatmulOptions, Parallelism, available_isas, matmul, matmul_with,
+    parse_isa,
 };
-use flashcpu_kernels::gemm::{MR, NR};
+use flashcpu_kernels::Isa;
+use flashcpu_kernels::blocking::Blocking;
+use flashcpu_kernels::gemm::{MAX_NR as NR, MR};
 use proptest::prelude::*;
 use proptest::sample::select;
 
-/// Edge sizes: 0, 1, around MR = 6 and NR = 16, and a few that leave ragged tiles in both.
+/// Edge sizes: 0, 1, around MR = 6 and NR = 16 or 32, and a few that leave ragged tiles in both.
 const SIZES: [usize; 14] = [0, 1, 2, 5, 6, 7, 15, 16, 17, 31, 63, 65, 97, 129];
 /// The α and β classes: 0 (skip), 1 (no multiply), a power of two and an inexact negative.
 const SCALARS: [f32; 4] = [0.0, 1.0, 0.5, -2.3];
@@ -305,12 +307,28 @@ proptest! {
     #[test]
     fn matches_reference_beyond_cache_blocks(
         case in cases(prop_oneof![
-            (select(vec![MC + 1, 2 * MC + 8]), select(vec![KC + 1, KC + 44, KC_AVX512 + 3]), select(vec![1, 5, 17, 33, 65])),
-            (select(vec![1, 7]), select(vec![1, 17]), Just(NC + NR + 3)),
+            (select(vec![mc() + 1, 2 * mc() + 8]), select(vec![kc() + 1, kc() + 44]), select(vec![1, 5, 17, 33, 65])),
+            (select(vec![1, 7]), select(vec![1, 17]), Just(nc() + NR + 3)),
         ])
     ) {
         check_case(&case)?;
     }
+}
+
+/// The largest cache blocks of any ISA this CPU has: sizes past them cross every ISA's blocks.
+fn largest_blocks() -> Blocking {
+    let all: Vec<Blocking> = Isa::available().into_iter().map(Blocking::of).collect();
+    let most = |f: fn(&Blocking) -> usize| all.iter().map(f).max().expect("portable is always available");
+    Blocking { mc: most(|b| b.mc), kc: most(|b| b.kc), nc: most(|b| b.nc), ..all[0] }
+}
+fn mc() -> usize {
+    largest_blocks().mc
+}
+fn kc() -> usize {
+    largest_blocks().kc
+}
+fn nc() -> usize {
+    largest_blocks().nc
 }
 
 /// A case with the given shape and scalars; layouts row-major unless given.
@@ -336,8 +354,8 @@ fn beta_zero_never_reads_c() {
     for (m, k, n) in [
         (2 * MR, 9, 2 * NR),
         (37, 19, 41),
-        (2 * MC + 8, KC + 44, 33),
-        (2 * MR + 1, KC_AVX512 + 44, 3 * NR + 5),
+        (2 * mc() + 8, kc() + 44, 33),
+        (2 * MR + 1, kc() + 44, 3 * NR + 5),
     ] {
         for layout in LAYOUTS {
             let case = Case { c: layout, ..case(m, k, n, -2.3, 0.0) };

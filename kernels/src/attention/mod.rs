@@ -4,7 +4,6 @@
 mod rows;
 mod tile;
 
-use crate::gemm::PackedB;
 use crate::isa::{Isa, dispatch};
 use crate::view::{MatMut, MatRef};
 use half::{bf16, f16};
@@ -332,15 +331,19 @@ unsafe fn all_finite_avx2(s: crate::isa::Avx2Fma, m: MatRef<'_>) -> bool {
     unsafe { crate::softmax::all_finite(s, m.ptr(), m.rows(), m.cols(), m.row_stride()) }
 }
 
-/// Floats of scratch that [`attend`] needs for `rows` stacked query rows (all heads of the item).
-pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> usize {
-    let padded = tile::padded_rows(rows);
-    rows * d
-        + PackedB::len_for(d, rows)
-        + tile::scores_len(bc, rows)
-        + bc * (d + 2 * dv)
-        + dv * padded
-        + 3 * padded
+/// Floats of scratch that [`attend`] needs for `rows` stacked query rows (all heads of the item),
+/// on any ISA; `None` if that count overflows `usize`.
+pub fn scratch_len(rows: usize, d: usize, dv: usize, bc: usize) -> Option<usize> {
+    let padded = tile::padded_rows(rows)?;
+    let parts = [
+        rows.checked_mul(d)?,
+        padded.checked_mul(d)?,
+        tile::scores_len(bc, rows)?,
+        bc.checked_mul(d.checked_add(dv.checked_mul(2)?)?)?,
+        dv.checked_mul(padded)?,
+        padded.checked_mul(3)?,
+    ];
+    parts.iter().try_fold(0usize, |sum, &x| sum.checked_add(x))
 }
 
 /// Runs one work item: for each K/V tile the mask does not hide, S = Q·Kᵀ, the score transforms,
@@ -364,17 +367,22 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
         assert!(h.bias.is_none_or(|b| b.rows() == rows && b.cols() == kv_len), "attend: bias shape");
         assert!(h.mask.is_none_or(|m| m.rows() == rows && m.cols() == kv_len), "attend: mask shape");
     }
-    assert!(scratch.len() >= scratch_len(rows * job.heads.len(), d, dv, job.bc), "attend: scratch");
+    let need = rows.checked_mul(job.heads.len()).and_then(|m_rows| scratch_len(m_rows, d, dv, job.bc));
+    assert!(need.is_some_and(|need| scratch.len() >= need), "attend: scratch");
     dispatch!(isa,
-        portable => tile::attend_body::<_, _, false>(crate::isa::Portable, crate::isa::Portable, job, scratch),
+        portable => tile::attend_body::<_, false>(crate::isa::Portable, job, scratch),
         // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) },
-        avx512 => if tile::is_rowwise(rows * job.heads.len()) {
+        avx512 => {
             // SAFETY: an Isa of kind Avx512 is only made after detecting AVX-512F, AVX2, FMA and F16C.
-            unsafe { attend_rowwise_avx512(crate::isa::Avx512::new_unchecked(), job, scratch) }
-        } else {
-            // SAFETY: as for the avx2 arm.
-            unsafe { attend_avx2(crate::isa::Avx2Fma::new_unchecked(), job, scratch) }
+            let s = unsafe { crate::isa::Avx512::new_unchecked() };
+            if tile::is_rowwise(rows * job.heads.len()) {
+                // SAFETY: the token proves the features.
+                unsafe { attend_avx512::<true>(s, job, scratch) }
+            } else {
+                // SAFETY: the token proves the features.
+                unsafe { attend_avx512::<false>(s, job, scratch) }
+            }
         },
     )
 }
@@ -384,16 +392,16 @@ pub fn attend(isa: Isa, job: TileJob<'_>, scratch: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_avx2(s: crate::isa::Avx2Fma, job: TileJob<'_>, scratch: &mut [f32]) {
-    tile::attend_body::<_, _, false>(s, s, job, scratch)
+    tile::attend_body::<_, false>(s, job, scratch)
 }
 
-/// A row-wise (decode) item with the 16-lane row kernels: half the instructions per key of the
-/// 8-lane ones. Prefill items run the AVX2 tiles ([`attend_avx2`]).
+/// An item on 16-lane zmm vectors. Row-wise (decode) items get an instantiation of their own
+/// (`ROWWISE`), free of the transposed layout's code.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn attend_rowwise_avx512(s: crate::isa::Avx512, job: TileJob<'_>, scratch: &mut [f32]) {
-    tile::attend_body::<_, _, true>(s.avx2(), s, job, scratch)
+unsafe fn attend_avx512<const ROWWISE: bool>(s: crate::isa::Avx512, job: TileJob<'_>, scratch: &mut [f32]) {
+    tile::attend_body::<_, ROWWISE>(s, job, scratch)
 }

@@ -26,20 +26,18 @@
 //! operand's rows stream past it.
 
 use super::{AheadRows, Element, KvMat, TileJob, rows};
-use crate::gemm::{Lhs, PackedB, Rhs, macro_kernel_body};
-use crate::isa::Simd;
+use crate::gemm::{Lhs, MAX_NR, PackedB, Rhs, macro_kernel_body, nr_for};
+use crate::isa::{MAX_LANES, Simd};
 use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
 use crate::view::{MatMut, MatRef};
 use half::{bf16, f16};
 
-/// The query axis is padded to whole microkernel strips (NR = 16, also a multiple of every LANES).
-const LANE_PAD: usize = crate::gemm::NR;
-
-/// Query columns of Sᵀ and Oᵀ, padded so every column op is whole vectors and P can be read in
-/// place as the right operand. Padding columns hold stale values: each column is independent and
-/// padding is never read back as a query.
-pub(super) fn padded_rows(rows: usize) -> usize {
-    rows.next_multiple_of(LANE_PAD)
+/// Query columns of Sᵀ and Oᵀ that scratch holds: padded to whole register-tile strips of the
+/// widest ISA (`MAX_NR`, a multiple of every NR), so every column op is whole vectors and P can be
+/// read in place as the right operand. Padding columns hold stale values: each column is
+/// independent and padding is never read back as a query.
+pub(super) fn padded_rows(rows: usize) -> Option<usize> {
+    rows.checked_next_multiple_of(MAX_NR)
 }
 
 /// Whether an item of `m_rows` stacked query rows (heads × rows) runs in the row-wise layout.
@@ -47,19 +45,11 @@ pub(super) fn is_rowwise(m_rows: usize) -> bool {
     m_rows <= ROWWISE_MAX_ROWS
 }
 
-/// `s` runs the register-tiled products, the transposed layout and the per-tile chores of both
-/// layouts (widening, finiteness checks, score transforms); `row_isa` runs the row-wise decode
-/// kernels of `rows` and their softmax, which work at any vector width. They are the same token
-/// except under AVX-512, where the tiles stay 8 lanes wide and the row kernels take 16.
-/// `ROWWISE` promises that the item is row-wise ([`is_rowwise`]): an instantiation made for
-/// decoding alone then carries none of the transposed layout's code.
+/// The whole item on `S`'s vectors: the transposed layout's strips are `S`'s register tile wide
+/// (NR = 2·LANES queries). `ROWWISE` promises that the item is row-wise ([`is_rowwise`]): an
+/// instantiation made for decoding alone then carries none of the transposed layout's code.
 #[inline(always)]
-pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
-    s: S,
-    row_isa: R,
-    mut job: TileJob<'_>,
-    scratch: &mut [f32],
-) {
+pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'_>, scratch: &mut [f32]) {
     let g = job.heads.len();
     let rows = job.heads.first().map_or(0, |h| h.q.rows());
     let (d, dv, bc) = (job.k.cols(), job.v.cols(), job.bc);
@@ -67,14 +57,16 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
     if m_rows == 0 {
         return;
     }
-    // Scratch is laid out for the widest padding; the row-wise layout only needs whole vectors.
-    let mp_alloc = padded_rows(m_rows);
+    // Scratch is laid out for the widest strips; each layout pads to what its vectors need.
+    let mp_alloc = padded_rows(m_rows).expect("checked by scratch_len");
     assert!(!ROWWISE || is_rowwise(m_rows), "attend_body: a row-wise instantiation got a prefill item");
     let rowwise = ROWWISE || is_rowwise(m_rows);
-    let mp = if rowwise { m_rows.next_multiple_of(R::LANES) } else { mp_alloc };
+    // Queries per strip of the transposed layout.
+    let w = nr_for::<S>();
+    let mp = if rowwise { m_rows.next_multiple_of(S::LANES) } else { m_rows.next_multiple_of(w) };
     let (q_rows, rest) = scratch.split_at_mut(m_rows * d);
-    let (q_buf, rest) = rest.split_at_mut(PackedB::len_for(d, m_rows));
-    let (st_all, rest) = rest.split_at_mut(scores_len(bc, m_rows));
+    let (q_buf, rest) = rest.split_at_mut(d * mp_alloc);
+    let (st_all, rest) = rest.split_at_mut(scores_len(bc, m_rows).expect("checked by scratch_len"));
     let (v_buf, rest) = rest.split_at_mut(bc * dv);
     let (k_conv, rest) = rest.split_at_mut(bc * d);
     let (v_conv, rest) = rest.split_at_mut(bc * dv);
@@ -105,9 +97,9 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
     // Few stacked rows (decoding): queries in lanes would leave most lanes empty, so scores are
     // dot products along d, one row of S per query, and O is kept row-major (see `rows`).
     let layout = if rowwise {
-        Layout::Rows { dv, ld: bc.next_multiple_of(LANE_PAD) }
+        Layout::Rows { dv, ld: row_ld(bc).expect("bc checked by scratch_len") }
     } else {
-        Layout::Transposed { mp }
+        Layout::Transposed { mp, w }
     };
     let q_pack = matches!(layout, Layout::Transposed { .. }).then(|| PackedB::pack_with(s, q_mat.t(), q_buf));
     // The row layout's scores are two buffers (see `scores_len`): the second holds P of the
@@ -143,8 +135,8 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
             if full {
                 return n;
             }
-            let q0 = strip * LANE_PAD;
-            let hi = (q0..m_rows.min(q0 + LANE_PAD)).map(|r| job.rule.range(first + r % rows).1).max();
+            let q0 = strip * w;
+            let hi = (q0..m_rows.min(q0 + w)).map(|r| job.rule.range(first + r % rows).1).max();
             hi.unwrap_or(kt).clamp(kt, ke) - kt
         };
 
@@ -159,17 +151,16 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
                 // One product per 16-query strip, so that Sᵀ (then P) lands strip by strip,
                 // exactly as the packed right operand of `Oᵀ += Vᵀ·P` below.
                 let q_pack = q_pack.expect("packed for the transposed layout");
-                for (strip, st) in st_buf.chunks_exact_mut(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
-                    let q0 = strip * LANE_PAD;
-                    let cols = LANE_PAD.min(m_rows - q0);
+                for (strip, st) in st_buf.chunks_exact_mut(n * w).take(mp / w).enumerate() {
+                    let q0 = strip * w;
+                    let cols = w.min(m_rows - q0);
                     // Keys past the last one any row of the strip sees (the causal diagonal) are
                     // not computed: `transform_scores` overwrites their stale scores with −∞.
                     let seen = strip_seen(strip);
                     if seen == 0 {
                         continue;
                     }
-                    let st_mat =
-                        MatMut::new(st, seen, cols, LANE_PAD, 1).expect("scratch sized by scratch_len");
+                    let st_mat = MatMut::new(st, seen, cols, w, 1).expect("scratch sized by scratch_len");
                     let q_strip = Rhs::Packed(q_pack.sub_cols(q0, cols));
                     let k_seen = k_tile.block(0, 0, seen, d);
                     macro_kernel_body::<_, false>(s, Lhs::Strided(k_seen), q_strip, st_mat, 1.0, 0.0);
@@ -186,14 +177,14 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
                     KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, true))
                 };
                 let v_prev = pending.take().map(|(pt, pn)| job.v.block(pt, pn));
-                stream_rows(row_isa, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
+                stream_rows(s, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
             }
         }
         transform_scores(s, &job, rows, layout, kt, n, full, st_buf);
         match layout {
-            Layout::Transposed { mp } => online_softmax(s, mp, n, st_buf, m_buf, l_buf, alpha_buf),
+            Layout::Transposed { mp, w } => online_softmax(s, (mp, w), n, st_buf, m_buf, l_buf, alpha_buf),
             Layout::Rows { ld, .. } => {
-                rows::online_softmax(row_isa, m_rows, n, st_buf, ld, m_buf, l_buf, alpha_buf)
+                rows::online_softmax(s, m_rows, n, st_buf, ld, m_buf, l_buf, alpha_buf)
             }
         }
         if alpha_buf.iter().any(|&a| a != 1.0) {
@@ -207,7 +198,7 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
                 Layout::Rows { .. } => {
                     for (o_row, &a) in o_buf.chunks_exact_mut(dv.max(1)).zip(&alpha_buf[..m_rows]) {
                         // SAFETY: `o_row` is dv writable floats.
-                        unsafe { scale_row(row_isa, o_row.as_mut_ptr(), o_row.len(), a) };
+                        unsafe { scale_row(s, o_row.as_mut_ptr(), o_row.len(), a) };
                     }
                 }
             }
@@ -252,21 +243,20 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
             Layout::Transposed { .. } => {
                 // P is already packed: strip by strip, each n × 16 (see the product above). One
                 // product per strip, over the keys it sees (the others have P = 0).
-                for (strip, p_strip) in st_buf.chunks_exact(n * LANE_PAD).take(mp / LANE_PAD).enumerate() {
+                for (strip, p_strip) in st_buf.chunks_exact(n * w).take(mp / w).enumerate() {
                     let seen = strip_seen(strip);
                     if seen == 0 || dv == 0 {
                         continue;
                     }
-                    let p_rhs = Rhs::Packed(PackedB::from_buffer(p_strip, seen, LANE_PAD));
-                    let o_cols = &mut o_buf[strip * LANE_PAD..];
-                    let o_mat =
-                        MatMut::new(o_cols, dv, LANE_PAD, mp, 1).expect("scratch sized by scratch_len");
+                    let p_rhs = Rhs::Packed(PackedB::from_buffer_with(s, p_strip, seen, w));
+                    let o_cols = &mut o_buf[strip * w..];
+                    let o_mat = MatMut::new(o_cols, dv, w, mp, 1).expect("scratch sized by scratch_len");
                     let v_seen = v_lhs.block(0, 0, seen, dv).t();
                     macro_kernel_body::<_, false>(s, Lhs::Strided(v_seen), p_rhs, o_mat, 1.0, 1.0);
                 }
             }
             Layout::Rows { ld, .. } => stream_rows(
-                row_isa,
+                s,
                 q_mat,
                 None,
                 &mut [],
@@ -296,7 +286,7 @@ pub(super) fn attend_body<S: Simd, R: Simd, const ROWWISE: bool>(
 
     if let (Some((kt, n)), Layout::Rows { ld, .. }) = (pending, layout) {
         stream_rows(
-            row_isa,
+            s,
             q_mat,
             None,
             &mut [],
@@ -385,27 +375,32 @@ fn stream_typed<S: Simd, T: Element>(
 /// the microkernel's strips fill up. It was 6 (one MR strip) before 2026-11-28.
 const ROWWISE_MAX_ROWS: usize = 16;
 
-/// Offset of Sᵀ(j, r) (key j, stacked query r) in a tile of `n` keys stored as `mp / 16`
-/// strips of 16 queries, each `n × 16` row-major: the layout of a packed right operand, so P
-/// feeds `Oᵀ += Vᵀ·P` without a copy and the product reads it sequentially.
+/// Offset of Sᵀ(j, r) (key j, stacked query r) in a tile of `n` keys stored as `mp / w`
+/// strips of `w` queries (the register tile's NR), each `n × w` row-major: the layout of a packed
+/// right operand, so P feeds `Oᵀ += Vᵀ·P` without a copy and the product reads it sequentially.
 #[inline(always)]
-fn strip_index(r: usize, j: usize, n: usize) -> usize {
-    (r / LANE_PAD) * n * LANE_PAD + j * LANE_PAD + r % LANE_PAD
+fn strip_index(r: usize, j: usize, n: usize, w: usize) -> usize {
+    (r / w) * n * w + j * w + r % w
 }
 
 /// Floats of scratch for one tile of scores, in either layout: Sᵀ is `bc × mp`; the row layout
 /// holds two `rows × ld` buffers, S of this tile and P of the tile whose `O += P·V` is deferred.
-pub(super) fn scores_len(bc: usize, rows: usize) -> usize {
-    let ld = bc.next_multiple_of(LANE_PAD);
-    if rows <= ROWWISE_MAX_ROWS { 2 * rows * ld } else { ld * padded_rows(rows) }
+pub(super) fn scores_len(bc: usize, rows: usize) -> Option<usize> {
+    let ld = row_ld(bc)?;
+    if rows <= ROWWISE_MAX_ROWS { ld.checked_mul(2 * rows) } else { ld.checked_mul(padded_rows(rows)?) }
+}
+
+/// Distance between score rows of the row layout: whole vectors of any token.
+fn row_ld(bc: usize) -> Option<usize> {
+    bc.checked_next_multiple_of(MAX_LANES)
 }
 
 /// Where S (then P) and O live in scratch.
 #[derive(Clone, Copy)]
 enum Layout {
-    /// Sᵀ `n × mp` stored strip by strip (see [`strip_index`]) and Oᵀ `dv × mp`: queries in
-    /// lanes (prefill).
-    Transposed { mp: usize },
+    /// Sᵀ `n × mp` stored in strips of `w` queries (see [`strip_index`]) and Oᵀ `dv × mp`:
+    /// queries in lanes (prefill).
+    Transposed { mp: usize, w: usize },
     /// S `rows × ld` and O `rows × dv` (decoding).
     Rows { dv: usize, ld: usize },
 }
@@ -415,7 +410,7 @@ impl Layout {
     #[inline(always)]
     fn p_index(self, r: usize, j: usize, n: usize) -> usize {
         match self {
-            Layout::Transposed { .. } => strip_index(r, j, n),
+            Layout::Transposed { w, .. } => strip_index(r, j, n, w),
             Layout::Rows { ld, .. } => r * ld + j,
         }
     }
@@ -424,7 +419,7 @@ impl Layout {
     #[inline(always)]
     fn o_index(self, r: usize, c: usize) -> usize {
         match self {
-            Layout::Transposed { mp } => c * mp + r,
+            Layout::Transposed { mp, .. } => c * mp + r,
             Layout::Rows { dv, .. } => r * dv + c,
         }
     }
@@ -498,7 +493,7 @@ fn transform_scores<S: Simd>(
 #[inline(always)]
 fn online_softmax<S: Simd>(
     s: S,
-    mp: usize,
+    (mp, w): (usize, usize),
     n: usize,
     st: &mut [f32],
     m: &mut [f32],
@@ -506,14 +501,17 @@ fn online_softmax<S: Simd>(
     alpha: &mut [f32],
 ) {
     let lanes = S::LANES;
-    debug_assert!(mp.is_multiple_of(lanes) && st.len() >= n * mp && m.len() >= mp);
+    // The bounds `softmax_columns` reads and writes within.
+    assert!(mp.is_multiple_of(w) && w.is_multiple_of(lanes));
+    assert!(n.checked_mul(mp).is_some_and(|len| st.len() >= len));
+    assert!(m.len() >= mp && l.len() >= mp && alpha.len() >= mp);
     let mut c = 0;
     while c + 4 * lanes <= mp {
-        softmax_columns::<S, 4>(s, c, n, st, m, l, alpha);
+        softmax_columns::<S, 4>(s, (c, w), n, st, m, l, alpha);
         c += 4 * lanes;
     }
     while c < mp {
-        softmax_columns::<S, 1>(s, c, n, st, m, l, alpha);
+        softmax_columns::<S, 1>(s, (c, w), n, st, m, l, alpha);
         c += lanes;
     }
 }
@@ -523,7 +521,7 @@ fn online_softmax<S: Simd>(
 #[inline(always)]
 fn softmax_columns<S: Simd, const G: usize>(
     s: S,
-    c0: usize,
+    (c0, w): (usize, usize),
     n: usize,
     st: &mut [f32],
     m: &mut [f32],
@@ -534,12 +532,12 @@ fn softmax_columns<S: Simd, const G: usize>(
     let floor = s.splat(-f32::MAX);
     let col = |g: usize| c0 + g * lanes;
     // SAFETY: c0 + G·LANES ≤ mp and j < n, so every access is inside the n·mp tile (each vector
-    // within one strip, as LANES divides 16) or the mp-long state rows.
+    // within one strip, as LANES divides w) or the mp-long state rows (asserted by the caller).
     unsafe {
         let mut mx = [s.splat(f32::NEG_INFINITY); G];
         for j in 0..n {
             for (g, x) in mx.iter_mut().enumerate() {
-                *x = s.max(*x, s.load(st.as_ptr().add(strip_index(col(g), j, n))));
+                *x = s.max(*x, s.load(st.as_ptr().add(strip_index(col(g), j, n, w))));
             }
         }
         let mut m_safe = [floor; G];
@@ -554,7 +552,7 @@ fn softmax_columns<S: Simd, const G: usize>(
         let mut sum = [s.splat(0.0); G];
         for j in 0..n {
             for (g, acc) in sum.iter_mut().enumerate() {
-                let p_ptr = st.as_mut_ptr().add(strip_index(col(g), j, n));
+                let p_ptr = st.as_mut_ptr().add(strip_index(col(g), j, n, w));
                 let p = exp_nonpositive(s, s.sub(s.load(p_ptr), m_safe[g]));
                 s.store(p_ptr, p);
                 *acc = s.add(*acc, p);

@@ -1,18 +1,27 @@
-//! The MR×NR register-tiled microkernel, generic over the ISA.
+//! The MR×NR register-tiled microkernel: one body for every ISA, NR = two vectors of the token.
 //!
-//! Per step p of the k loop: load one NR-wide row of the packed B strip (2 vectors), broadcast
-//! MR values of A's column p, and issue MR·2 FMAs into the accumulators:
+//! Per step p of the k loop: load one NR-wide row of the B strip (2 vectors), broadcast MR values
+//! of A's column p, and issue MR·2 FMAs into the accumulators:
 //!
-//! `MR = 6, NR = 16`: 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm registers (AVX2).
-//! 12 independent FMA chains cover the FMA latency (4 cycles) × 2 pipes of Zen 3 and Skylake.
+//! `MR = 6, NR = 2·LANES`: 12 accumulators + 2 B vectors + 1 broadcast = 15 registers, of 16 ymm
+//! (AVX2, NR = 16) or of 32 zmm (AVX-512, NR = 32). 12 independent FMA chains cover the FMA latency
+//! (4 cycles) × 2 pipes. A taller tile would not run faster (the FMA pipes are already the limit),
+//! and its row pointers would crowd the 16 general registers of the k loop.
 
 use crate::isa::Simd;
 
 /// Rows of the register tile.
 pub const MR: usize = 6;
-/// Columns of the register tile: two 8-lane vectors.
-pub const NR: usize = 16;
-const VECS: usize = NR / 8;
+/// Vectors per row of the register tile.
+const VECS: usize = 2;
+/// The widest NR of any token: 2 × 16 lanes.
+pub const MAX_NR: usize = VECS * crate::isa::MAX_LANES;
+
+/// Columns of `S`'s register tile: two vectors.
+#[inline(always)]
+pub(crate) const fn nr_for<S: Simd>() -> usize {
+    VECS * S::LANES
+}
 
 /// Where the MR rows of an A strip live: one pointer per row and the distance between columns,
 /// and how far below them (in floats) the next strip's rows lie, to be hinted into L2 as this
@@ -33,7 +42,7 @@ impl LhsStrip {
     /// ahead. An offset from this strip's rows, not six more pointers, which would crowd the
     /// general registers of the k loop.
     #[inline(always)]
-    pub(super) fn fetch_next_strip<S: Simd>(&self, s: S, p: usize) {
+    fn fetch_next_strip<S: Simd>(&self, s: S, p: usize) {
         for row in self.rows {
             // The strip before a short last one reaches past the panel's last row: a hint never
             // faults, and the line goes unused.
@@ -44,7 +53,7 @@ impl LhsStrip {
 
 /// `steps` cut into pieces of [`LINE_STEPS`], the last one shorter.
 #[inline(always)]
-pub(super) fn line_pieces(steps: core::ops::Range<usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
+fn line_pieces(steps: core::ops::Range<usize>) -> impl Iterator<Item = core::ops::Range<usize>> {
     let end = steps.end;
     steps.step_by(LINE_STEPS).map(move |p| p..(p + LINE_STEPS).min(end))
 }
@@ -80,13 +89,16 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     c: CTile,
 ) {
     let (mr, nr) = (c.rows, c.cols);
-    const { assert!(S::LANES == 8, "the tile is two 8-lane vectors wide") };
-    debug_assert!(mr <= MR && nr <= NR);
-    let prefetch_c = || {
+    const { assert!(nr_for::<S>() <= MAX_NR) };
+    debug_assert!(mr <= MR && nr <= nr_for::<S>());
+    // The lines of the C tile: each vector's first column and the last column.
+    let prefetch_c = |far: bool| {
         for i in 0..mr {
             let row = c.ptr.wrapping_add(i * c.rs);
-            s.prefetch(row);
-            s.prefetch(row.wrapping_add((nr - 1) * c.cs));
+            for j in [0, S::LANES.min(nr - 1), nr - 1] {
+                let p = row.wrapping_add(j * c.cs);
+                if far { s.prefetch_far(p) } else { s.prefetch(p) }
+            }
         }
     };
     // Edge strips of at most 2 rows (the last 2 rows of a 128-wide head, say) skip the FMAs of
@@ -104,17 +116,17 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     unsafe { store_tile(s, &acc, c) }
 }
 
-/// k steps before the end of the k loop at which the C tile is prefetched (about 200 cycles,
-/// enough for a line from L3).
+/// k steps before the end of the k loop at which the C tile is prefetched into L1 (about 200
+/// cycles, enough for a line from L2).
 ///
 /// Not earlier: when C's row stride is a multiple of 4 KiB (a 2048-wide C, say), every row of a
 /// tile falls into the same L1 set, and lines fetched at the start of the loop were evicted by the
-/// A and B lines streaming through that set before the stores came. Measured at
-/// 2048×128×2048, median of 5 interleaved runs: 12.2 ms prefetching at the start, 12.1 at 64
-/// steps, 11.8 at 32; a 2000-wide C is unchanged.
-pub(super) const C_AHEAD: usize = 32;
+/// A and B lines streaming through that set before the stores came. Into L2 they go at the start:
+/// at two zmm FMAs a cycle, a C tile still in L3 or memory at the store stalls every tile.
+const C_AHEAD: usize = 32;
 
-/// The k loop for the first `R` rows, with `prefetch_c` run [`C_AHEAD`] steps before its end.
+/// The k loop for the first `R` rows, with C hinted into L2 as it starts and into L1
+/// [`C_AHEAD`] steps before its end (`prefetch_c(far)`).
 ///
 /// # Safety
 /// As for [`microkernel`]'s A and B.
@@ -124,7 +136,7 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
     k: usize,
     a: LhsStrip,
     b: (*const f32, usize),
-    prefetch_c: impl Fn(),
+    prefetch_c: impl Fn(bool),
 ) -> [[S::V; VECS]; MR] {
     let zero = [[s.splat(0.0); VECS]; MR];
     // SAFETY: every range lies inside 0..k (forwarded contract).
@@ -132,12 +144,13 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
         if !S::ONE_REGISTER {
             // Split in two, the portable build's loop (its accumulators already spill) ran 9 %
             // slower: there the tile is fetched up front.
-            prefetch_c();
+            prefetch_c(false);
             return k_loop_fetching::<S, R, FETCH>(s, zero, 0..k, a, b);
         }
+        prefetch_c(true);
         let late = k.min(C_AHEAD);
         let acc = k_loop_fetching::<S, R, FETCH>(s, zero, 0..k - late, a, b);
-        prefetch_c();
+        prefetch_c(false);
         k_loop_fetching::<S, R, FETCH>(s, acc, k - late..k, a, b)
     }
 }
@@ -187,7 +200,7 @@ unsafe fn k_loop<S: Simd, const R: usize>(
         unsafe {
             let bp = b.add(p * b_step);
             let b0 = s.load(bp);
-            let b1 = s.load(bp.add(8));
+            let b1 = s.load(bp.add(S::LANES));
             for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()).take(R) {
                 let ai = s.splat(*row.add(p * cs));
                 acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
@@ -198,9 +211,9 @@ unsafe fn k_loop<S: Simd, const R: usize>(
     acc
 }
 
-/// Writes `α·acc + β·C` into the `mr × nr` corner of C. Full tiles with unit column stride go
-/// straight from registers; edges and strided C go through a stack tile, so an edge costs one small
-/// copy rather than a scalar k loop.
+/// Writes `α·acc + β·C` into the `mr × nr` corner of C. Tiles whose rows are whole (nr = NR) with
+/// unit column stride go straight from registers, row by row; column edges and strided C go
+/// through a stack tile, so an edge costs one small copy rather than a scalar k loop.
 ///
 /// # Safety
 /// As for [`microkernel`]'s C.
@@ -208,12 +221,13 @@ unsafe fn k_loop<S: Simd, const R: usize>(
 unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     let (va, vb) = (s.splat(alpha), s.splat(beta));
-    if mr == MR && nr == NR && c_cs == 1 {
-        for (i, row) in acc.iter().enumerate() {
+    if nr == nr_for::<S>() && c_cs == 1 {
+        for (i, row) in acc.iter().enumerate().take(mr) {
             for (v, &x) in row.iter().enumerate() {
-                // SAFETY: full tile, unit column stride: row i, columns 8v..8v+8 are inside C.
+                // SAFETY: row i < mr, whole row, unit column stride: columns v·LANES.. + LANES are
+                // inside C.
                 unsafe {
-                    let p = c.add(i * c_rs + v * 8);
+                    let p = c.add(i * c_rs + v * S::LANES);
                     let ab = if alpha == 1.0 { x } else { s.mul(va, x) };
                     let out = if beta == 0.0 { ab } else { s.mul_add(vb, s.load(p), ab) };
                     s.store(p, out);
@@ -222,15 +236,17 @@ unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
         }
         return;
     }
-    let mut tile = [0.0f32; MR * NR];
-    for (i, row) in acc.iter().enumerate() {
+    let mut tile = [0.0f32; MR * MAX_NR];
+    let ld = nr_for::<S>();
+    for (i, row) in acc.iter().enumerate().take(mr) {
         for (v, &x) in row.iter().enumerate() {
-            // SAFETY: the stack tile holds MR·NR floats; row i, vector v is at i·NR + 8v.
-            unsafe { s.store(tile.as_mut_ptr().add(i * NR + v * 8), x) };
+            // SAFETY: the stack tile holds MR rows of MAX_NR ≥ NR floats; row i, vector v starts
+            // at i·NR + v·LANES.
+            unsafe { s.store(tile.as_mut_ptr().add(i * ld + v * S::LANES), x) };
         }
     }
     // SAFETY: forwarded contract on C; the stack tile holds mr ≤ MR rows of NR floats.
-    unsafe { store_scalar(&tile, NR, c_tile) }
+    unsafe { store_scalar(&tile, ld, c_tile) }
 }
 
 /// Writes `α·tile + β·C` element by element into the `mr × nr` corner of C, from a row-major
@@ -240,7 +256,7 @@ unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
 /// `tile` holds `mr` rows of `ld ≥ nr` floats; `ptr + i·rs + j·cs` of `c_tile` is writable for
 /// `i < mr`, `j < nr`, and no other thread accesses those elements during the call.
 #[inline(always)]
-pub(super) unsafe fn store_scalar(tile: &[f32], ld: usize, c_tile: CTile) {
+unsafe fn store_scalar(tile: &[f32], ld: usize, c_tile: CTile) {
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     for i in 0..mr {
         for (j, &x) in tile[i * ld..i * ld + nr].iter().enumerate() {

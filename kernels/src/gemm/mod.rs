@@ -9,17 +9,30 @@
 //!     microkernel: C[MR×NR] = α·(A_strip · B_strip) + β·C[MR×NR]
 //! ```
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod microkernel;
 mod pack;
 
-pub use microkernel::{MR, NR};
+pub use microkernel::{MAX_NR, MR};
 pub use pack::{PackedA, PackedB};
 
 use crate::isa::{Isa, IsaKind, Simd, dispatch};
 use crate::view::{MatMut, MatRef};
+pub(crate) use microkernel::nr_for;
 use microkernel::{CTile, LhsStrip, microkernel};
+
+/// Columns of the register tile that `isa` runs (NR): two vectors, so 16, or 32 under AVX-512.
+/// Packed right operands are laid out in strips of this width.
+pub fn nr_of(isa: Isa) -> usize {
+    match isa.kind() {
+        IsaKind::Portable => nr_for::<crate::isa::Portable>(),
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx2Fma => nr_for::<crate::isa::Avx2Fma>(),
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx512 => nr_for::<crate::isa::Avx512>(),
+        #[cfg(not(target_arch = "x86_64"))]
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unreachable!("Isa::new never yields an x86 ISA off x86-64"),
+    }
+}
 
 /// The left operand of a macro-kernel call: packed into MR strips, or read in place through its
 /// strides (cheaper unless its columns are strided: each k step then lands in a new cache line).
@@ -107,9 +120,13 @@ pub enum Rhs<'a> {
     Direct(DirectB<'a>),
 }
 
-/// A right operand the microkernel can read in place: unit column stride, columns a multiple of NR.
+/// A right operand the microkernel can read in place: unit column stride, columns a multiple of
+/// the NR it was checked for.
 #[derive(Clone, Copy, Debug)]
-pub struct DirectB<'a>(MatRef<'a>);
+pub struct DirectB<'a> {
+    b: MatRef<'a>,
+    nr: usize,
+}
 
 impl<'a> From<PackedB<'a>> for Rhs<'a> {
     fn from(b: PackedB<'a>) -> Self {
@@ -118,31 +135,42 @@ impl<'a> From<PackedB<'a>> for Rhs<'a> {
 }
 
 impl<'a> Rhs<'a> {
-    /// `b` read in place if its layout allows, else `None` (pack it instead).
-    pub fn direct(b: MatRef<'a>) -> Option<Rhs<'a>> {
-        (b.col_stride() == 1 && b.cols().is_multiple_of(NR)).then_some(Rhs::Direct(DirectB(b)))
+    /// `b` read in place by `isa`'s register tile if its layout allows (unit column stride,
+    /// whole NR strips), else `None` (pack it instead).
+    pub fn direct(isa: Isa, b: MatRef<'a>) -> Option<Rhs<'a>> {
+        Self::direct_for(nr_of(isa), b)
+    }
+    fn direct_for(nr: usize, b: MatRef<'a>) -> Option<Rhs<'a>> {
+        (b.col_stride() == 1 && b.cols().is_multiple_of(nr)).then_some(Rhs::Direct(DirectB { b, nr }))
     }
     /// Rows (the k of the product).
     pub fn depth(&self) -> usize {
         match self {
             Rhs::Packed(b) => b.depth(),
-            Rhs::Direct(b) => b.0.rows(),
+            Rhs::Direct(d) => d.b.rows(),
         }
     }
     /// Columns.
     pub fn cols(&self) -> usize {
         match self {
             Rhs::Packed(b) => b.cols(),
-            Rhs::Direct(b) => b.0.cols(),
+            Rhs::Direct(d) => d.b.cols(),
+        }
+    }
+    /// The NR this operand's strips were laid out or checked for.
+    fn strip_width(&self) -> usize {
+        match self {
+            Rhs::Packed(b) => b.strip_width(),
+            Rhs::Direct(d) => d.nr,
         }
     }
     /// Columns `j0..j0 + cols`; `j0` is a multiple of NR, and for a direct B so is `cols`.
     fn sub_cols(&self, j0: usize, cols: usize) -> Rhs<'a> {
         match self {
             Rhs::Packed(b) => Rhs::Packed(b.sub_cols(j0, cols)),
-            Rhs::Direct(b) => {
-                assert!(j0.is_multiple_of(NR), "sub_cols({j0}, {cols}) of a direct B");
-                Rhs::direct(b.0.block(0, j0, b.0.rows(), cols))
+            Rhs::Direct(d) => {
+                assert!(j0.is_multiple_of(d.nr), "sub_cols({j0}, {cols}) of a direct B");
+                Rhs::direct_for(d.nr, d.b.block(0, j0, d.b.rows(), cols))
                     .expect("whole strips of a direct B are direct")
             }
         }
@@ -151,8 +179,8 @@ impl<'a> Rhs<'a> {
     #[inline(always)]
     fn strip(&self, j0: usize) -> (*const f32, usize) {
         match self {
-            Rhs::Packed(b) => (b.strip_ptr(j0 / NR), NR),
-            Rhs::Direct(b) => (b.0.ptr().wrapping_add(j0), b.0.row_stride()),
+            Rhs::Packed(b) => (b.strip_ptr(j0 / b.strip_width()), b.strip_width()),
+            Rhs::Direct(d) => (d.b.ptr().wrapping_add(j0), d.b.row_stride()),
         }
     }
 }
@@ -160,9 +188,11 @@ impl<'a> Rhs<'a> {
 /// `C ← α·A·B + β·C` for one `mc × kc` panel of A and one packed `kc × nc` panel of B, where
 /// `C` is `mc × nc`. With `β = 0`, C is written without being read.
 ///
-/// Panics if the shapes disagree (an O(1) check per call).
+/// Panics if the shapes disagree, or if B was packed or checked for another ISA's tile width
+/// (O(1) checks per call).
 pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'_>, alpha: f32, beta: f32) {
     let b = b.into();
+    assert_eq!(b.strip_width(), nr_of(isa), "macro_kernel: B laid out for another ISA's tile");
     assert!(
         a.rows() == c.rows() && b.cols() == c.cols() && a.depth() == b.depth(),
         "macro_kernel: A {}×{}, B {}×{}, C {}×{}",
@@ -178,7 +208,7 @@ pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'
         // goes; the other columns find it in cache. Two instantiations, not a branch in one
         // loop: with both loops in one function, the A row pointers spilled to the stack in the
         // loop without hints too (an extra load per broadcast; 1024³ fell from 89 to 86 % of peak).
-        let first = tile_cols(isa).min(c.cols());
+        let first = nr_of(isa).min(c.cols());
         let (c_first, c_rest) = c.split_at_col(first);
         run_loops::<true>(isa, a, b.sub_cols(0, first), c_first, alpha, beta);
         if c_rest.cols() > 0 {
@@ -189,14 +219,6 @@ pub fn macro_kernel<'b>(isa: Isa, a: Lhs<'_>, b: impl Into<Rhs<'b>>, c: MatMut<'
     }
 }
 
-/// Columns of the register tile that `isa` runs.
-fn tile_cols(isa: Isa) -> usize {
-    match isa.kind() {
-        IsaKind::Avx512 => 2 * NR,
-        IsaKind::Avx2Fma | IsaKind::Portable => NR,
-    }
-}
-
 /// Loops 2 and 1 on `isa`; with `FETCH`, every A strip fetches the next one as it is read.
 fn run_loops<const FETCH: bool>(isa: Isa, a: Lhs<'_>, b: Rhs<'_>, c: MatMut<'_>, alpha: f32, beta: f32) {
     dispatch!(isa,
@@ -204,8 +226,23 @@ fn run_loops<const FETCH: bool>(isa: Isa, a: Lhs<'_>, b: Rhs<'_>, c: MatMut<'_>,
         // SAFETY: an Isa of kind Avx2Fma or Avx512 is only made after detecting AVX2, FMA and F16C.
         avx2 => unsafe { macro_kernel_avx2::<FETCH>(crate::isa::Avx2Fma::new_unchecked(), a, b, c, alpha, beta) },
         // SAFETY: an Isa of kind Avx512 is only made after detecting AVX-512F, AVX2, FMA and F16C.
-        avx512 => unsafe { avx512::macro_kernel_avx512::<FETCH>(crate::isa::Avx512::new_unchecked(), a, b, c, alpha, beta) },
+        avx512 => unsafe { macro_kernel_avx512::<FETCH>(crate::isa::Avx512::new_unchecked(), a, b, c, alpha, beta) },
     )
+}
+
+/// # Safety
+/// The CPU must support AVX-512F, AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn macro_kernel_avx512<const FETCH: bool>(
+    s: crate::isa::Avx512,
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: MatMut<'_>,
+    alpha: f32,
+    beta: f32,
+) {
+    macro_kernel_body::<_, FETCH>(s, a, b, c, alpha, beta)
 }
 
 /// # Safety
@@ -223,8 +260,8 @@ unsafe fn macro_kernel_avx2<const FETCH: bool>(
     macro_kernel_body::<_, FETCH>(s, a, b, c, alpha, beta)
 }
 
-/// Loops 2 and 1 around the microkernel; shapes already agree. With `FETCH`, each A strip hints
-/// the next one into L2 as it is read (see [`Lhs::Streamed`]).
+/// Loops 2 and 1 around the microkernel; shapes already agree and B's strips are `S`'s NR wide.
+/// With `FETCH`, each A strip hints the next one into L2 as it is read (see [`Lhs::Streamed`]).
 #[inline(always)]
 pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
     s: S,
@@ -235,16 +272,17 @@ pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
     beta: f32,
 ) {
     debug_assert!(a.rows() == c.rows() && b.cols() == c.cols() && a.depth() == b.depth());
-    let (m, n, k) = (c.rows(), c.cols(), b.depth());
+    assert_eq!(b.strip_width(), nr_for::<S>(), "B laid out for another ISA's tile");
+    let (m, n, k, nr_s) = (c.rows(), c.cols(), b.depth(), nr_for::<S>());
     if m == 0 || n == 0 {
         return;
     }
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
     let c_ptr = c.ptr();
     // LOOP 2 (JR): n in NR strips of the packed B panel.
-    for jr in (0..n).step_by(NR) {
+    for jr in (0..n).step_by(nr_s) {
         let b_strip = b.strip(jr);
-        let nr = NR.min(n - jr);
+        let nr = nr_s.min(n - jr);
         // LOOP 1 (IR): m in MR strips of A.
         for ir in (0..m).step_by(MR) {
             let mr = MR.min(m - ir);
@@ -252,7 +290,8 @@ pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
             let c_tile = CTile { ptr, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta };
             let a_strip = a.strip_for::<FETCH>(ir);
             // SAFETY: the strip pointers cover k columns of A rows (clamped into the panel) and a
-            // k×NR packed B strip; C rows ir..ir+mr and columns jr..jr+nr are inside the view.
+            // k×NR B strip (its width checked above); C rows ir..ir+mr and columns jr..jr+nr are
+            // inside the view.
             unsafe { microkernel::<S, FETCH>(s, k, a_strip, b_strip, c_tile) };
         }
     }

@@ -32,6 +32,12 @@ impl Simd for Avx2Fma {
     const LANES: usize = 8;
     const ONE_REGISTER: bool = true;
     type V = __m256;
+    type Narrow = Avx2Fma;
+
+    #[inline(always)]
+    fn narrow(self) -> Avx2Fma {
+        self
+    }
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {

@@ -1,9 +1,8 @@
 //! The AVX-512 token on `core::arch::x86_64` intrinsics (16 f32 lanes per zmm register).
 //!
-//! Only kernels written for any lane count run on it: the row-wise decode kernels, the softmax
-//! rows and the peak probe. The register-tiled matmul and packing are built around 8-lane
-//! vectors; under this ISA they take the AVX2 token ([`Avx512::avx2`]), and the matmul has its own
-//! 6×32 zmm tile.
+//! Every kernel body is generic over the lane count and runs here at 16 lanes: the register tile
+//! (6×32), the attention tiles, the softmax and the decode rows. Packing keeps its 8×8 transposes
+//! on the AVX2 token ([`Avx512::avx2`]).
 
 use super::{Avx2Fma, Simd};
 use core::arch::x86_64::*;
@@ -29,8 +28,8 @@ impl Avx512 {
         Avx512(())
     }
 
-    /// The 8-lane token for the kernels built around ymm vectors: detecting this one detected its
-    /// features too.
+    /// The 8-lane token, for packing's transposes and the 8-lane halves of a few operations:
+    /// detecting this one detected its features too.
     #[inline(always)]
     pub fn avx2(self) -> Avx2Fma {
         // SAFETY: an Avx512 token exists only where AVX2, FMA and F16C were detected.
@@ -64,6 +63,12 @@ impl Simd for Avx512 {
     const LANES: usize = 16;
     const ONE_REGISTER: bool = true;
     type V = __m512;
+    type Narrow = Avx2Fma;
+
+    #[inline(always)]
+    fn narrow(self) -> Avx2Fma {
+        self.avx2()
+    }
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {

@@ -19,20 +19,40 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub use avx512::Avx512;
 
+/// Only this crate's tokens implement [`Simd`]: unsafe code trusts their `LANES` and their loads.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Portable {}
+    #[cfg(target_arch = "x86_64")]
+    impl Sealed for super::Avx2Fma {}
+    #[cfg(target_arch = "x86_64")]
+    impl Sealed for super::Avx512 {}
+}
+
+/// The most lanes any token has; stack buffers that hold one vector are this long.
+pub const MAX_LANES: usize = 16;
+
 /// f32 lane operations, implemented by ISA tokens.
 ///
 /// Every method takes `self` (the token) so that a value of the token type must exist before any
 /// of them can run. `max` and `min` follow the x86 rule: when either input lane is NaN the lane of
 /// `b` is returned, so `max(bound, x)` keeps a NaN `x`.
-pub trait Simd: Copy + Send + Sync + 'static {
-    /// f32 lanes in one vector: 8, or 16 for AVX-512 (kernels built around 8-lane vectors, the
-    /// register tiles and packing, assert it).
+///
+/// The trait is sealed: unsafe kernels rely on `LANES` being 8 or 16 (at most [`MAX_LANES`]) and on
+/// each load reading exactly `LANES` values, which only this crate's tokens promise.
+pub trait Simd: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// f32 lanes in one vector: 8, or 16 for AVX-512.
     const LANES: usize;
     /// Whether a vector is one machine register (so register-tiled kernels may count on 16 of
     /// them). `wide`'s 8-lane vector is two SSE registers on a default x86-64 build.
     const ONE_REGISTER: bool;
     /// One vector of `LANES` f32.
     type V: Copy;
+    /// The 8-lane token of the same CPU, which packing's 8×8 transposes run on.
+    type Narrow: Simd;
+
+    /// The 8-lane token (this one where it already has 8 lanes).
+    fn narrow(self) -> Self::Narrow;
 
     /// All lanes equal to `x`.
     fn splat(self, x: f32) -> Self::V;
@@ -100,8 +120,8 @@ pub enum IsaKind {
     Portable,
     /// x86-64 AVX2 + FMA through `core::arch` intrinsics, chosen at run time.
     Avx2Fma,
-    /// x86-64 AVX-512F: a 6×32 matmul tile and the row-wise decode kernels in zmm registers; the
-    /// other kernels run their AVX2 bodies.
+    /// x86-64 AVX-512F through `core::arch` intrinsics, chosen at run time: every kernel on
+    /// 16-lane zmm registers (packing keeps its 8×8 transposes).
     Avx512,
 }
 

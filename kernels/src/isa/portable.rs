@@ -12,6 +12,12 @@ impl Simd for Portable {
     const LANES: usize = 8;
     const ONE_REGISTER: bool = false;
     type V = f32x8;
+    type Narrow = Portable;
+
+    #[inline(always)]
+    fn narrow(self) -> Portable {
+        self
+    }
 
     #[inline(always)]
     fn splat(self, x: f32) -> f32x8 {
