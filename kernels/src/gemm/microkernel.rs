@@ -91,11 +91,11 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     let (mr, nr) = (c.rows, c.cols);
     const { assert!(nr_for::<S>() <= MAX_NR) };
     debug_assert!(mr <= MR && nr <= nr_for::<S>());
-    // The lines of the C tile: each vector's first column and the last column.
+    // The lines of the C tile: a column every 16 floats (one 64-byte line) and the last one.
     let prefetch_c = |far: bool| {
         for i in 0..mr {
             let row = c.ptr.wrapping_add(i * c.rs);
-            for j in [0, S::LANES.min(nr - 1), nr - 1] {
+            for j in (0..nr - 1).step_by(16).chain([nr - 1]) {
                 let p = row.wrapping_add(j * c.cs);
                 if far { s.prefetch_far(p) } else { s.prefetch(p) }
             }
