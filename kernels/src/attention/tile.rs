@@ -7,8 +7,9 @@
 //! - the online softmax reduces down the columns of Sᵀ, one query per lane, with no horizontal
 //!   reductions, and leaves P = e^(Sᵀ − m) in place;
 //! - `Oᵀ += Vᵀ·P`: V tile columns are the left operand read in place, and P is already laid out as
-//!   the packed right operand (Sᵀ is computed one 16-query strip at a time, each strip a dense
-//!   n × 16 block), so nothing is packed per tile. Rescaling Oᵀ by α is a vector multiply per row.
+//!   the packed right operand (Sᵀ is computed one strip of NR queries at a time, each strip a
+//!   dense n × NR block), so nothing is packed per tile. Rescaling Oᵀ by α is a vector multiply
+//!   per row. NR is the register tile's width, two vectors: 32 queries under AVX-512, 16 otherwise.
 //!
 //! Decode items (a few stacked rows) keep S and O row-major and use the kernels of `rows`, which
 //! read K and V in place in their storage type. Decoding streams the cache from memory once, so
@@ -16,14 +17,14 @@
 //! own K tile (f32) or right after it (half precision; see `rows`), two scores buffers taking
 //! turns holding S and the deferred P; the next tiles are prefetched at the pace this one is read.
 //!
-//! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 16) and Bc keys per
+//! Scratch, for M stacked query rows (heads × rows) padded to Mp (a multiple of 32) and Bc keys per
 //! tile: Q M×d · Qᵀ packed d×Mp · Sᵀ Bc×Mp · Oᵀ dv×Mp · V spare Bc×dv (only for V tiles holding
 //! NaN/∞ or with strided columns) · K and V widened Bc×d, Bc×dv (only for half precision or
 //! strided columns) · m, l, α Mp each. The hot part at M = 64, d = dv = 128, Bc = 192:
 //! 32+32+48+32 KiB ≈ 144 KiB, inside a 512 KiB L2 beside the K and V tiles (96 KiB each); at
 //! d = 64 with Bc = 384 it is 16+16+96+16 KiB with 96 KiB K and V tiles. During each product one
-//! 16-query strip of the right operand (Qᵀ 8 KiB, P 12 KiB at d = 128) stays in L1 while the left
-//! operand's rows stream past it.
+//! strip of the right operand (at d = 128 and NR = 32, Qᵀ 16 KiB, P 24 KiB) stays in L1 while the
+//! left operand's rows stream past it.
 
 use super::{AheadRows, Element, KvMat, TileJob, rows};
 use crate::gemm::{Lhs, MAX_NR, PackedB, Rhs, macro_kernel_body, nr_for};
@@ -76,7 +77,7 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
     let (m_buf, l_buf, alpha_buf) = (&mut m_buf[..mp], &mut l_buf[..mp], &mut rest[..mp]);
 
     // Q, pre-scaled (S = (scale·Q)·Kᵀ saves a pass per tile), stacked head by head; the
-    // transposed layout then packs it as Qᵀ strips of 16 queries.
+    // transposed layout then packs it as Qᵀ strips of NR queries.
     for (h, head) in job.heads.iter().enumerate() {
         for i in 0..rows {
             let dst = &mut q_rows[(h * rows + i) * d..][..d];
@@ -129,7 +130,7 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
             continue;
         }
 
-        // Keys of this tile that some row of 16-query strip `strip` sees: the rest, past the
+        // Keys of this tile that some row of query strip `strip` sees: the rest, past the
         // causal diagonal, are masked for the whole strip, and neither product computes them.
         let strip_seen = |strip: usize| {
             if full {
@@ -148,7 +149,7 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
             Layout::Transposed { .. } => {
                 // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
                 let k_tile = job.k.rows_f32(s, kt, n, k_conv, false);
-                // One product per 16-query strip, so that Sᵀ (then P) lands strip by strip,
+                // One product per query strip, so that Sᵀ (then P) lands strip by strip,
                 // exactly as the packed right operand of `Oᵀ += Vᵀ·P` below.
                 let q_pack = q_pack.expect("packed for the transposed layout");
                 for (strip, st) in st_buf.chunks_exact_mut(n * w).take(mp / w).enumerate() {
