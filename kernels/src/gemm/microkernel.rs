@@ -91,14 +91,17 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     let (mr, nr) = (c.rows, c.cols);
     const { assert!(nr_for::<S>() <= MAX_NR) };
     debug_assert!(mr <= MR && nr <= nr_for::<S>());
-    // The lines of the C tile: a column every 16 floats (one 64-byte line) and the last one.
+    // The lines of the C tile: the first column, the last, and under AVX-512 (a 128-byte row)
+    // the one 16 floats (a cache line) in.
     let prefetch_c = |far: bool| {
+        let fetch = |p: *const f32| if far { s.prefetch_far(p) } else { s.prefetch(p) };
         for i in 0..mr {
             let row = c.ptr.wrapping_add(i * c.rs);
-            for j in (0..nr - 1).step_by(16).chain([nr - 1]) {
-                let p = row.wrapping_add(j * c.cs);
-                if far { s.prefetch_far(p) } else { s.prefetch(p) }
+            fetch(row);
+            if nr_for::<S>() > 16 && nr > 16 {
+                fetch(row.wrapping_add(16 * c.cs));
             }
+            fetch(row.wrapping_add((nr - 1) * c.cs));
         }
     };
     // Edge strips of at most 2 rows (the last 2 rows of a 128-wide head, say) skip the FMAs of
