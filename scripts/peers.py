@@ -189,7 +189,7 @@ def main():
     if args.threads < 1:
         sys.exit("--threads must be at least 1")
     ensure_venv()
-    # OpenBLAS picks its Haswell kernel on Zen 5 unless told; its SkylakeX kernel is the AVX-512 one.
+    # OpenBLAS may pick its AVX2 (Haswell) kernel on AMD CPUs with AVX-512; SkylakeX is its AVX-512 one.
     if "avx512f" in Path("/proc/cpuinfo").read_text():
         os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     row = {"cmd_attention": cmd_attention, "cmd_matmul": cmd_matmul}[f"cmd_{args.cmd}"](args)
