@@ -4,7 +4,8 @@
     python3 scripts/plot.py [FLASHCPU.jsonl [PEERS.jsonl]]
 
 Reads the JSON lines that scripts/bench_sweep.sh collects (`flashcpu ... --json` and
-scripts/peers.py); by default the newest benchmarks/flashcpu-*.jsonl and benchmarks/peers-*.jsonl.
+scripts/peers.py); by default the newest benchmarks/flashcpu-*.jsonl and benchmarks/peers-*.jsonl
+(without a flashcpu file, the peers alone, and no % of peak).
 Python's standard library only: the SVG is written by hand.
 
 "% of peak" is against the FMA peak `flashcpu peak` measured in the flashcpu run, for flashcpu and
@@ -24,12 +25,12 @@ SHAPE = re.compile(r"b(\d+)h(\d+)kv(\d+)q(\d+)k(\d+)d(\d+)(-causal)?$")
 
 def newest(pattern):
     files = sorted((ROOT / "benchmarks").glob(pattern))
-    if not files:
-        sys.exit(f"no benchmarks/{pattern}: run scripts/bench_sweep.sh first")
-    return files[-1]
+    return files[-1] if files else None
 
 
 def load(path):
+    if path is None:
+        return []
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
@@ -37,11 +38,12 @@ class Results:
     """The rows of one flashcpu run and one peers run, indexed by case."""
 
     def __init__(self, ours, theirs):
-        self.host = next((r for r in ours if r["op"] == "host"), {})
+        self.host = next((r for r in ours + theirs if r["op"] == "host"), {})
         peaks = [r["gflops"] for r in ours if r["op"] == "peak" and r["shape"] == "fma-chains"]
         peaks += [r["peak_gflops"] for r in ours if "peak_gflops" in r]
-        self.peak = statistics.median(peaks)
-        self.threads = next((r["threads"] for r in ours if "threads" in r), 1)
+        self.peak = statistics.median(peaks) if peaks else None
+        self.threads = next((r["threads"] for r in ours + theirs if "threads" in r), 1)
+        self.date = next((r["date"] for r in ours if r["op"] == "host"), None)
         self.cases = {}
         for who, rows in (("flashcpu", ours), ("peer", theirs)):
             for r in rows:
@@ -78,14 +80,16 @@ def svg(res):
     """Four panels (d 64 / 128 × no mask / causal) of GFLOP/s against L, % of peak on the right."""
     pw, ph, left, top, gap_x, gap_y = 300, 190, 70, 110, 150, 70
     width, height = left + 2 * pw + gap_x + 90, top + 2 * ph + gap_y + 60
-    ymax = 50 * math.ceil(max(res.peak, 1) / 50)
+    top_rate = max([row["gflops"] for row in res.cases.values()] + [res.peak or 0, 1])
+    ymax = 50 * math.ceil(top_rate / 50)
+    peak = f"FMA peak {res.peak:.0f} GFLOP/s (flashcpu peak)" if res.peak else "no flashcpu run"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="15">Attention prefill, B = 1, '
            f'{threads(res)}, f32: GFLOP/s of kept work against sequence length</text>',
            f'<text x="{width / 2}" y="40" text-anchor="middle" fill="#555">{res.host.get("cpu", "")}; '
-           f'FMA peak {res.peak:.0f} GFLOP/s (flashcpu peak), {res.host.get("date", "")}</text>']
+           f'{peak}, {res.host.get("date", "")}</text>']
     for i, (_, _, label, colour, dash) in enumerate(SERIES):
         x, y = left + i // 2 * 370, 60 + i % 2 * 16
         out.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 28}" y2="{y - 4}" stroke="{colour}" '
@@ -112,7 +116,7 @@ def panel(res, x0, y0, pw, ph, ymax, d, causal):
     for g in range(0, ymax + 1, 50):
         out.append(f'<line x1="{x0}" y1="{py(g):.1f}" x2="{x0 + pw}" y2="{py(g):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{x0 - 6}" y="{py(g) + 4:.1f}" text-anchor="end">{g}</text>')
-    for pct in range(0, 101, 25):
+    for pct in range(0, 101, 25) if res.peak else []:
         y = py(res.peak * pct / 100)
         out.append(f'<text x="{x0 + pw + 6}" y="{y + 4:.1f}" fill="#555">{pct} %</text>')
     for i, length in enumerate(LENGTHS):
@@ -120,8 +124,9 @@ def panel(res, x0, y0, pw, ph, ymax, d, causal):
     out.append(f'<text x="{x0 + pw / 2}" y="{y0 + ph + 32}" text-anchor="middle" fill="#555">sequence length L</text>')
     out.append(f'<text transform="translate({x0 - 42},{y0 + ph / 2}) rotate(-90)" text-anchor="middle" '
                f'fill="#555">GFLOP/s</text>')
-    out.append(f'<text transform="translate({x0 + pw + 48},{y0 + ph / 2}) rotate(90)" text-anchor="middle" '
-               f'fill="#555">% of peak</text>')
+    if res.peak:
+        out.append(f'<text transform="translate({x0 + pw + 48},{y0 + ph / 2}) rotate(90)" '
+                   f'text-anchor="middle" fill="#555">% of peak</text>')
     for who, kv_heads, _, colour, dash in SERIES:
         points = [(px(i), py(g)) for i, length in enumerate(LENGTHS)
                   if (g := res.gflops(who, "attention", attention_shape(32, kv_heads, length, d, causal)))]
@@ -135,7 +140,9 @@ def panel(res, x0, y0, pw, ph, ymax, d, causal):
 
 def rate(res, who, op, shape):
     g = res.gflops(who, op, shape)
-    return ("–", "–") if g is None else (f"{g:.0f}", f"{100 * g / res.peak:.0f} %")
+    if g is None:
+        return ("–", "–")
+    return (f"{g:.0f}", f"{100 * g / res.peak:.0f} %" if res.peak else "–")
 
 
 def ratio(res, op, shape):
@@ -169,9 +176,9 @@ def matmul_rows(res):
 
 
 def caption(res):
-    return (f"{res.host.get('cpu', '?')}, {threads(res)}, f32, B = 1; flashcpu measured "
-            f"{res.host.get('date', '?')}, peers {res.peer_date}; FMA peak {res.peak:.0f} GFLOP/s "
-            f"(`flashcpu peak`).")
+    peak = f"FMA peak {res.peak:.0f} GFLOP/s (`flashcpu peak`)" if res.peak else "FMA peak not measured"
+    ours = f"flashcpu measured {res.date}" if res.date else "flashcpu not measured yet"
+    return f"{res.host.get('cpu', '?')}, {threads(res)}, f32, B = 1; {ours}, peers {res.peer_date}; {peak}."
 
 
 def peer_names(res):
@@ -193,6 +200,8 @@ def replace_block(path, name, lines):
 def main():
     ours = Path(sys.argv[1]) if len(sys.argv) > 1 else newest("flashcpu-*.jsonl")
     theirs = Path(sys.argv[2]) if len(sys.argv) > 2 else newest("peers-*.jsonl")
+    if ours is None and theirs is None:
+        sys.exit("nothing in benchmarks/: run scripts/bench_sweep.sh first")
     res = Results(load(ours), load(theirs))
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "prefill.svg").write_text(svg(res))
@@ -205,7 +214,8 @@ def main():
                    f"{' | '.join(rate(res, 'peer', 'matmul', shape))} (OpenBLAS) | "
                    f"{ratio(res, 'matmul', shape)} |")
     replace_block(ROOT / "README.md", "speed", [caption(res), ""] + summary)
-    print(f"wrote docs/prefill.svg, BENCHMARKS.md and README.md tables from {ours.name} and {theirs.name}")
+    names = " and ".join(p.name for p in (ours, theirs) if p)
+    print(f"wrote docs/prefill.svg, BENCHMARKS.md and README.md tables from {names}")
 
 
 if __name__ == "__main__":
