@@ -1,4 +1,4 @@
-//! Criterion benchmarks of flash attention on the prefill shapes of `shared/ANCHORS.md`
+//! Criterion benchmarks of flash attention on typical prefill shapes
 //! (B = 1, 32 heads, f32), with the naive GEMM → softmax → GEMM path for contrast.
 //!
 //! Workflow:

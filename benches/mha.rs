@@ -1,5 +1,5 @@
 //! Criterion benchmark of one multi-head attention layer forward (projections + causal
-//! attention), d_model 4096, 32 heads, 8 KV heads: the end-to-end target of the MHA issue.
+//! attention), d_model 4096, 32 heads, 8 KV heads: the attention sublayer of a Llama-class model.
 //!
 //! Workflow: `cargo bench --bench mha -- --save-baseline main`, then `--baseline main`.
 //! Throughput is in flops (projections plus the attention work the causal mask keeps).

@@ -10,6 +10,13 @@ use std::sync::OnceLock;
 pub const ISA_ENV: &str = "FLASHCPU_ISA";
 
 /// Parses an ISA name as accepted by `FLASHCPU_ISA` and the CLI's `--isa`.
+///
+/// ```
+/// use flashcpu::{IsaKind, parse_isa};
+/// assert_eq!(parse_isa("avx2")?, IsaKind::Avx2Fma);
+/// assert!(parse_isa("sse9").is_err());
+/// # Ok::<(), flashcpu::Error>(())
+/// ```
 pub fn parse_isa(name: &str) -> Result<IsaKind> {
     match name.trim().to_ascii_lowercase().as_str() {
         "portable" => Ok(IsaKind::Portable),
@@ -45,6 +52,20 @@ pub fn active_isa() -> Result<IsaKind> {
 }
 
 /// Every instruction set this CPU can run, portable first. Tests use it to cover every path.
+///
+/// ```
+/// use flashcpu::{IsaKind, MatMut, MatRef, MatmulOptions, available_isas, matmul_with};
+/// let (a, b) = ([1.0f32, 2.0], [3.0f32, 4.0]);
+/// assert_eq!(available_isas()[0], IsaKind::Portable);
+/// for isa in available_isas() {
+///     let opts = MatmulOptions { isa: Some(isa), ..Default::default() };
+///     let mut c = [0.0f32];
+///     let (a, b) = (MatRef::row_major(&a, 1, 2)?, MatRef::row_major(&b, 2, 1)?);
+///     matmul_with(&opts, 1.0, a, b, 0.0, MatMut::row_major(&mut c, 1, 1)?)?;
+///     assert_eq!(c, [11.0]);
+/// }
+/// # Ok::<(), flashcpu::Error>(())
+/// ```
 pub fn available_isas() -> Vec<IsaKind> {
     Isa::available().into_iter().map(Isa::kind).collect()
 }

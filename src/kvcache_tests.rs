@@ -9,7 +9,7 @@
 //!   never having appended the draft.
 //!
 //! ## Tolerance
-//! STYLE.md, 10: per element `|cache − exact| ≤ 2·|naive − exact| + 1e-6·max|V|`, where `exact` is
+//! Per element `|cache − exact| ≤ 2·|naive − exact| + 1e-6·max|V|`, where `exact` is
 //! [`attention_f64`] and `naive` is [`attention_f32_naive`] on the K and V the cache stores (rounded
 //! to its dtype). The cache adds no arithmetic of its own: it copies (and, for a half cache, widens
 //! exactly) the stored values and calls the f32 kernel, so it must be as accurate as that kernel on

@@ -9,7 +9,7 @@
 //! as it was; calls with no tokens must return (`Ok` or `Err`) rather than panic.
 //!
 //! ## Tolerance
-//! STYLE.md, 10: beside the f64 reference, [`mha_f32_naive`] computes the same definition in f32
+//! Beside the f64 reference, [`mha_f32_naive`] computes the same definition in f32
 //! in the obvious order, and per output element (b, t, col)
 //! `|layer − exact| ≤ 2·|naive − exact| + FLOOR·mag`, with
 //! `mag = Σᵢ max|V_h(i)|·|W_O[i, col]| + |b_O[col]|` (i over the `heads·value_dim` concatenated

@@ -8,6 +8,12 @@ use std::time::Instant;
 /// The f32 FMA peak in GFLOP/s on `threads` threads of the current rayon pool (1 = the calling
 /// thread), with independent FMA chains on `isa` (default: the active one). Best of a few runs of
 /// about 0.1 s each, so a shared machine's hiccups do not lower it.
+///
+/// ```
+/// let peak = flashcpu::peak::fma_peak_gflops(None, 1)?;
+/// println!("one core does at most {peak:.0} GFLOP/s of f32 FMAs");
+/// # Ok::<(), flashcpu::Error>(())
+/// ```
 pub fn fma_peak_gflops(isa: Option<IsaKind>, threads: usize) -> Result<f64> {
     let isa = resolve(isa)?;
     const ITERS: u64 = 20_000_000;

@@ -39,7 +39,7 @@ fn spec<'a>(q: View4<'_>, p: &AttentionParams<'a>) -> AttentionSpec<'a> {
 }
 
 /// Attention by its definition in f64: output `[B, H, q_len, dv]` and lse `[B, H, q_len]`, dense.
-/// Inputs must satisfy the checks of [`crate::attention`] (the reference does not repeat them).
+/// Inputs must satisfy the checks of [`crate::attention()`] (the reference does not repeat them).
 pub fn attention_f64(
     q: View4<'_>,
     k: View4<'_>,

@@ -50,6 +50,16 @@ impl Rope {
     }
 
     /// Rotates one head vector `x` (length `2·cos.len()`) in place by the angles of [`Rope::angles`].
+    ///
+    /// ```
+    /// use flashcpu::{Rope, RopeStyle};
+    /// let rope = Rope { style: RopeStyle::HalfSplit, base: 10_000.0 };
+    /// let (mut cos, mut sin) = ([0.0f32; 2], [0.0f32; 2]);
+    /// rope.angles(3, &mut cos, &mut sin); // position 3 of a head 4 wide
+    /// let mut x = [1.0f32, 0.0, 0.0, 0.0];
+    /// rope.rotate(&mut x, &cos, &sin);
+    /// assert!(((x[0] * x[0] + x[2] * x[2]) - 1.0).abs() < 1e-6); // a rotation keeps the length
+    /// ```
     pub fn rotate(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
         let half = cos.len();
         debug_assert_eq!(x.len(), 2 * half);

@@ -16,7 +16,7 @@ pub struct Window {
     pub right: Option<usize>,
 }
 
-/// Options of [`crate::attention`]. `Default` is plain softmax attention with scale 1/√d.
+/// Options of [`crate::attention()`]. `Default` is plain softmax attention with scale 1/√d.
 ///
 /// Masks combine: a key is visible only if every mask present allows it. Causal masks, windows
 /// and key lengths are rules (no tensor is built or read); `bias` and `mask` are read only where

@@ -51,7 +51,7 @@ pub(crate) fn pool3() -> &'static rayon::ThreadPool {
     })
 }
 
-/// The tolerance rule of flashcpu (STYLE.md, 10): a kernel may be at most twice as far from the f64
+/// The tolerance rule of flashcpu: a kernel may be at most twice as far from the f64
 /// result as a naive f32 loop is, plus a floor.
 ///
 /// Why this shape: a blocked FMA kernel sums in another order than the naive loop, so on a given
