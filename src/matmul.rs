@@ -265,9 +265,8 @@ fn loop3(
 
 /// Packing A costs one pass over the panel. For unit-stride rows that pass does not pay: each MR
 /// strip is read in place, fetched one strip ahead the first time and found in L2 after that
-/// (`Lhs::Streamed`). Measured on Zen 5, % of peak, packed → in place, median of 3–4 interleaved
-/// runs: 1024³ 87.5 → 90.4, 2048³ 90.2 → 92.4, 2048×2048×256 82 → 92, 2048³ on 2 threads
-/// 83.2 → 84.9; AVX2 1024³ 92.5 → 93.5. Columns with a stride (a transposed A) put every k step
+/// (`Lhs::Streamed`); packing it measured slower on every shape tried. Columns with a stride (a
+/// transposed A) put every k step
 /// in a different cache line; those are packed once the panel is reused across several NR
 /// strips of B.
 fn packing_a_pays(a: kv::MatRef<'_>, nc: usize, nr: usize) -> bool {

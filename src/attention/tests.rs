@@ -8,7 +8,7 @@
 //! thread count, `merge` over a split key set; and every error, one by one.
 //!
 //! ## Tolerance
-//! STYLE.md, 10: per element `|kernel − exact| ≤ 2·|naive_f32 − exact| + floor`, where `exact` is
+//! Per element `|kernel − exact| ≤ 2·|naive_f32 − exact| + floor`, where `exact` is
 //! [`attention_f64`] and `naive_f32` is [`attention_f32_naive`] (the same definition accumulated in
 //! f32 in the obvious order). The kernel sums in another order (blocked FMA dot products, an online
 //! softmax that rescales partial sums, a vector `exp`), so on a given element its error is not

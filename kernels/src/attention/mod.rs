@@ -167,9 +167,8 @@ impl<'a> KvMat<'a> {
 /// kernel's target features and would cost a call per key.
 ///
 /// The reader fetches a line ahead for each line it reads, at the same offset of the same row,
-/// so the hints go out at the pace of the data. Decoding f32 at kv_len 16384 (32 heads, 8 KV
-/// heads, d = 128) on Zen 5, with all lines of a row fetched at once as each key began: 6.8 ms on
-/// 1 thread and 4.6 ms on 2; paced: 5.6 and 4.0 (medians of 5 interleaved runs).
+/// so the hints go out at the pace of the data: fetching all lines of a row at once as each key
+/// began left decoding a fifth slower.
 #[derive(Clone, Copy)]
 pub(crate) struct AheadRows {
     base: *const u8,

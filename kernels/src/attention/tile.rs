@@ -370,10 +370,8 @@ fn stream_typed<S: Simd, T: Element>(
 }
 
 /// Stacked rows up to which an item uses the row-wise layout (4 query rows of a 4-head group,
-/// say, as in speculative decoding). Measured at kv_len 16384 against the transposed layout,
-/// 32 heads on 8 KV heads, 1 thread, interleaved medians: 8 rows 2.0× faster (f32 and f16),
-/// 12 rows 1.6× (f16), 16 rows 1.15× (f32 and f16); 32 rows 14 % slower (f32, 2 threads), where
-/// the microkernel's strips fill up. It was 6 (one MR strip) before 2026-11-28.
+/// say, as in speculative decoding). Against the transposed layout the row layout wins up to 16
+/// rows (most at 8 and fewer) and loses at 32, where the register tile's strips fill up.
 const ROWWISE_MAX_ROWS: usize = 16;
 
 /// Offset of Sᵀ(j, r) (key j, stacked query r) in a tile of `n` keys stored as `mp / w`

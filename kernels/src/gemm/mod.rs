@@ -46,10 +46,8 @@ pub enum Lhs<'a> {
     /// read for the first register tile column, the next strip's rows are hinted into L2, one
     /// line of each row per cache line of A read, at the same columns. Only a panel with unit
     /// column stride and more than MR rows fetches; any other is read as `Strided`. The hardware
-    /// prefetchers, which train per 4 KiB page, track six short row streams poorly: a 2048×2048
-    /// A times 2048×128 (A read in place from DRAM, 16 MiB) ran at 82.5 % of peak without the
-    /// hints and 90.7 % with them (Zen 5, AVX-512, median of 4 interleaved runs; AVX2 86.8 →
-    /// 92.6 %).
+    /// prefetchers, which train per 4 KiB page, track six short row streams poorly: a tall A read
+    /// in place from memory lost about a tenth of the peak without the hints.
     Streamed(MatRef<'a>),
 }
 
