@@ -11,7 +11,8 @@
 //! first: key column j of sequence b is position `positions(b).start + j`, which is how a bias or
 //! mask addresses them.
 //!
-//! Every operation checks everything before it writes: on `Err` the cache is unchanged.
+//! Every operation checks its input before it writes anything a caller can observe: on `Err` the
+//! cache is unchanged.
 
 use crate::attention::{AttentionParams, KvElement, Window, attention_with_lse};
 use crate::error::{Error, Result};
