@@ -38,7 +38,10 @@ const SENTINEL: f32 = 1234.5;
 /// about half of that in multiply-adds, so a case stays in the tens of milliseconds.
 const BUDGET: usize = 1 << 24;
 
+/// `cases` cases, or fewer where `PROPTEST_CASES` asks for fewer (an unoptimised run).
 fn config(cases: u32) -> ProptestConfig {
+    let asked = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse::<u32>().ok());
+    let cases = asked.map_or(cases, |asked| asked.min(cases));
     ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(cases) }
 }
 
@@ -463,7 +466,7 @@ fn check_decode(case: &DecodeCase, dtype: KvDtype) -> Result<(), TestCaseError> 
             check_unrounded(&what, &got, l0)?;
             l0 += n;
         }
-        prop_assert!((0..batch).all(|b| cache.len(b) == len));
+        prop_assert!((0..batch).all(|b| cache.len(b) == Ok(len)));
     }
     Ok(())
 }
@@ -579,7 +582,7 @@ fn check_ring(case: &RingCase) -> Result<(), TestCaseError> {
             expected.check(&format!("{what} (plain cache)"), &got_plain, [0, 0, batch, l0])?;
             l0 += n;
         }
-        prop_assert!((0..batch).all(|b| ring.len(b) == len));
+        prop_assert!((0..batch).all(|b| ring.len(b) == Ok(len)));
     }
     Ok(())
 }
@@ -670,7 +673,7 @@ fn check_batch(case: &BatchCase) -> Result<(), TestCaseError> {
         for &(b, n, q_len) in &plan {
             append(&mut cache, b, &k, &v, lens[b], n).expect("room by construction");
             lens[b] += n;
-            prop_assert_eq!((0..batch).map(|s| cache.len(s)).collect::<Vec<_>>(), lens.clone());
+            prop_assert_eq!((0..batch).map(|s| cache.len(s).unwrap()).collect::<Vec<_>>(), lens.clone());
             // The newest q_len positions of each sequence; rows before a short sequence's start see
             // no key (any Q row will do there).
             let mut qb = Tensor::filled([batch, heads, q_len, d], 0.0);
@@ -749,7 +752,7 @@ impl Fixture {
         let batch = self.q.shape[0];
         let run = attend(cache, self.q.rows(0, batch, 0, 1), &causal(None, None)).expect("a valid attend");
         (
-            (0..batch).map(|b| cache.len(b)).collect(),
+            (0..batch).map(|b| cache.len(b).unwrap()).collect(),
             run.out.bits(),
             run.lse.iter().map(|x| x.to_bits()).collect(),
         )
@@ -796,7 +799,7 @@ fn appending_beyond_capacity_is_refused() {
     append(&mut cache, 1, k, v, 5, 1).unwrap();
     // Nothing into a full cache is fine.
     append_all(&mut cache, k, v, 6, 0).unwrap();
-    assert_eq!((cache.len(0), cache.len(1)), (6, 6));
+    assert_eq!((cache.len(0), cache.len(1)), (Ok(6), Ok(6)));
 }
 
 #[test]
@@ -806,13 +809,13 @@ fn ring_chunks_beyond_capacity_minus_window_plus_one_are_refused() {
     // Capacity 8, window 3: at most 6 positions per append, before and after wrapping.
     let mut cache = f.cache(8, Some(3), KvDtype::F16);
     for round in 0..4 {
-        let at = cache.len(0);
+        let at = cache.len(0).unwrap();
         let what = format!("round {round}, at {at}");
         f.refused(&mut cache, &format!("{what}: append_all of 7"), invalid, |c| append_all(c, k, v, at, 7));
         f.refused(&mut cache, &format!("{what}: append of 7"), invalid, |c| append(c, 1, k, v, at, 7));
         append_all(&mut cache, k, v, at, 6).unwrap();
     }
-    assert_eq!((cache.len(0), cache.len(1)), (24, 24));
+    assert_eq!((cache.len(0), cache.len(1)), (Ok(24), Ok(24)));
 }
 
 #[test]
@@ -857,7 +860,7 @@ fn sequence_out_of_range_is_refused() {
         f.refused(&mut cache, "append to sequence 2 of 2", mismatch, |c| c.append(2, k1, v1));
         f.refused(&mut cache, "append to sequence usize::MAX", mismatch, |c| c.append(usize::MAX, k1, v1));
         f.refused(&mut cache, "truncate sequence 2 of 2", mismatch, |c| c.truncate(2, 0));
-        assert_eq!(cache.len(2), 0, "len of a sequence out of range");
+        assert!(matches!(cache.len(2), Err(Error::ShapeMismatch(_))), "len of a sequence out of range");
     }
 }
 
@@ -924,7 +927,7 @@ fn attend_with_a_wider_window_than_the_ring_is_refused() {
     let q = f.q.rows(0, 2, 0, 1);
     // Before wrapping, and after.
     for len in [3, 6, 8, 20] {
-        for p in ring.len(0)..len {
+        for p in ring.len(0).unwrap()..len {
             append_all(&mut ring, k, v, p, 1).unwrap();
         }
         for left in [Some(4), Some(5), Some(usize::MAX)] {
@@ -1259,6 +1262,419 @@ fn ring_attend_right_after_truncate_is_refused_or_exact() {
                     });
                 }
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused calls leave no trace: afterwards the cache behaves, bit for bit, as a twin that never
+// saw the call.
+
+/// What a caller can observe of a cache holding positions of a [`Fixture`].
+#[derive(Debug, PartialEq)]
+struct Observed {
+    /// Per sequence: length, held positions, rollback floor.
+    held: Vec<(usize, std::ops::Range<usize>, usize)>,
+    key_columns: usize,
+    /// Bits of output and lse of attending the newest 1, 2 and 3 queries (or the error).
+    attends: Vec<crate::Result<(Vec<u32>, Vec<u32>)>>,
+    /// Per sequence, whether `truncate` to each length up to one past the current one is accepted.
+    truncations: Vec<Vec<bool>>,
+    /// Bits of attending one query after rolling every sequence back to its floor and appending
+    /// one position: this reads the oldest slots still held, which a refused call must not touch.
+    after_rollback: crate::Result<(Vec<u32>, Vec<u32>)>,
+}
+
+fn bits(run: Run) -> (Vec<u32>, Vec<u32>) {
+    (run.out.bits(), run.lse.iter().map(|x| x.to_bits()).collect())
+}
+
+fn observe(f: &Fixture, cache: &KvCache) -> Observed {
+    let batch = cache.config().batch;
+    let seqs = 0..batch;
+    let held = seqs
+        .clone()
+        .map(|b| (cache.len(b).unwrap(), cache.positions(b).unwrap(), cache.rollback_floor(b).unwrap()))
+        .collect::<Vec<_>>();
+    let attends =
+        (1..=3).map(|n| attend(cache, f.q.rows(0, batch, 0, n), &causal(None, None)).map(bits)).collect();
+    let truncations = held
+        .iter()
+        .enumerate()
+        .map(|(b, &(len, _, _))| (0..=len + 1).map(|to| cache.clone().truncate(b, to).is_ok()).collect())
+        .collect();
+    let mut rolled = cache.clone();
+    for (b, (_, _, floor)) in held.iter().enumerate() {
+        rolled.truncate(b, *floor).unwrap();
+        append(&mut rolled, b, &f.k, &f.v, *floor, 1).unwrap();
+    }
+    let after_rollback = attend(&rolled, f.q.rows(0, batch, 0, 1), &causal(None, None)).map(bits);
+    Observed { held, key_columns: cache.key_columns(), attends, truncations, after_rollback }
+}
+
+/// Asserts that `call` is refused (with an error `kind` accepts) and leaves no trace: the cache
+/// and a twin that never saw the call observe alike now and after each of a few more appends.
+fn leaves_no_trace(
+    f: &Fixture,
+    cache: &KvCache,
+    what: &str,
+    kind: fn(&Error) -> bool,
+    call: impl FnOnce(&mut KvCache) -> crate::Result<()>,
+) {
+    let (mut refused, mut twin) = (cache.clone(), cache.clone());
+    match call(&mut refused) {
+        Err(e) => assert!(kind(&e), "{what}: wrong error {e:?}"),
+        Ok(()) => panic!("{what}: accepted"),
+    }
+    for round in 0..3 {
+        assert_eq!(observe(f, &refused), observe(f, &twin), "{what}: differs from its twin (round {round})");
+        for c in [&mut refused, &mut twin] {
+            for b in 0..c.config().batch {
+                let len = c.len(b).unwrap();
+                append(c, b, &f.k, &f.v, len, 1).unwrap();
+            }
+        }
+    }
+}
+
+/// Fills `chunk` (`[batch, heads, n, dim]`) with the next `n` positions of each sequence of `src`,
+/// sequence b holding `lens[b]` so far.
+fn copy_next(chunk: &mut Tensor, src: &Tensor, lens: &[usize]) {
+    let [batch, heads, n, dim] = chunk.shape;
+    for idx in (0..batch).flat_map(|b| {
+        (0..heads).flat_map(move |h| (0..n).flat_map(move |i| (0..dim).map(move |c| [b, h, i, c])))
+    }) {
+        let [b, h, i, c] = idx;
+        let at = chunk.index(idx);
+        chunk.data[at] = src.at([b, h, lens[b] + i, c]);
+    }
+}
+
+/// Caches of two sequences in the states where a refused call could do harm: a plain cache, a
+/// full ring that has not wrapped (window 4, capacity 6), and wrapped rings (f32 and f16) whose
+/// sequences hold different positions.
+fn refusal_states(f: &Fixture) -> Vec<(&'static str, KvCache)> {
+    let fill = |capacity, window, dtype, lens: [usize; 2]| {
+        let mut cache = f.cache(capacity, window, dtype);
+        for (b, len) in lens.into_iter().enumerate() {
+            for p in 0..len {
+                append(&mut cache, b, &f.k, &f.v, p, 1).unwrap();
+            }
+        }
+        cache
+    };
+    vec![
+        ("plain", fill(16, None, KvDtype::F32, [5, 3])),
+        ("full ring", fill(6, Some(4), KvDtype::F32, [6, 6])),
+        ("wrapped ring", fill(6, Some(4), KvDtype::F32, [9, 7])),
+        ("wrapped f16 ring", fill(6, Some(3), KvDtype::F16, [11, 8])),
+    ]
+}
+
+/// The case first: on a full ring (window 4, capacity 6) an `append_and_attend` refused for
+/// a window wider than the ring must not move the oldest recoverable position, so `truncate(0, 5)`
+/// stays accepted. Then every other refusal of `append_and_attend`, on every state.
+#[test]
+fn refused_append_and_attend_leaves_no_trace() {
+    let f = Fixture::new(2, 40, 50);
+    let [_, kv_heads, d, dv] = SMALL;
+    let h = SMALL_HEADS;
+    for (state, cache) in refusal_states(&f) {
+        let lens: Vec<usize> = (0..2).map(|b| cache.len(b).unwrap()).collect();
+        // The next `n` positions of each sequence, as one batch chunk.
+        let chunk = |n: usize| -> (Tensor, Tensor) {
+            let mut k = Tensor::filled([2, kv_heads, n, d], 0.0);
+            let mut v = Tensor::filled([2, kv_heads, n, dv], 0.0);
+            for (t, src) in [(&mut k, &f.k), (&mut v, &f.v)] {
+                copy_next(t, src, &lens);
+            }
+            (k, v)
+        };
+        let ring = cache.config().window.is_some();
+        let max_n = if ring { 3 } else { 2 };
+        for n in 1..=max_n {
+            let (k, v) = chunk(n);
+            let q = Tensor::filled([2, h, n, d], 0.5);
+            let refuse = |what: &str,
+                          kind: fn(&Error) -> bool,
+                          params: AttentionParams<'_>,
+                          q_shape,
+                          out_shape,
+                          lse_len| {
+                let what = format!("{state}, chunk of {n}: {what}");
+                leaves_no_trace(&f, &cache, &what, kind, |c| {
+                    let q = Tensor::filled(q_shape, 0.5);
+                    let mut out = Tensor::filled(out_shape, SENTINEL);
+                    let mut lse = vec![SENTINEL; lse_len];
+                    let r = c.append_and_attend(
+                        (k.view(), v.view()),
+                        q.view(),
+                        out.view_mut(),
+                        Some(&mut lse),
+                        &params,
+                    );
+                    assert!(out.data.iter().chain(&lse).all(|&x| x == SENTINEL), "{what}: wrote the output");
+                    r
+                });
+            };
+            let (qs, os, ls) = (q.shape, [2, h, n, dv], 2 * h * n);
+            if ring {
+                for left in [Some(4), Some(9), Some(usize::MAX)] {
+                    let params = causal(Some(Window { left, right: Some(0) }), None);
+                    refuse(&format!("window left {left:?}"), invalid, params, qs, os, ls);
+                }
+                // The first of 7 queries reaches back past what the ring holds.
+                refuse("7 queries", invalid, causal(None, None), [2, h, 7, d], [2, h, 7, dv], 2 * h * 7);
+            }
+            let lens_given = [1, 1];
+            refuse(
+                "key lengths given",
+                invalid,
+                AttentionParams { key_lengths: Some(&lens_given), ..causal(None, None) },
+                qs,
+                os,
+                ls,
+            );
+            for scale in [f32::NAN, f32::INFINITY, 0.0, -1.0] {
+                refuse(
+                    &format!("scale {scale}"),
+                    invalid,
+                    AttentionParams { scale: Some(scale), ..causal(None, None) },
+                    qs,
+                    os,
+                    ls,
+                );
+            }
+            let mut after = cache.clone();
+            after.append_all(k.view(), v.view()).unwrap();
+            let cols = after.key_columns();
+            for width in [cols - 1, cols + 1, cache.config().capacity + 1] {
+                let bias = Tensor::filled([2, 1, n, width], 0.0);
+                let params = AttentionParams { bias: Some(bias.view()), ..causal(None, None) };
+                refuse(&format!("bias of {width} columns"), mismatch, params, qs, os, ls);
+                let mask_bits = vec![true; 2 * n * width];
+                let mask = View4::bhld(&mask_bits, [2, 1, n, width]).unwrap();
+                let params = AttentionParams { mask: Some(mask), ..causal(None, None) };
+                refuse(&format!("mask of {width} columns"), mismatch, params, qs, os, ls);
+            }
+            refuse("Q with 3 heads", mismatch, causal(None, None), [2, 3, n, d], [2, 3, n, dv], 2 * 3 * n);
+            refuse("Q of batch 1", mismatch, causal(None, None), [1, h, n, d], [1, h, n, dv], h * n);
+            refuse("Q dim 9", mismatch, causal(None, None), [2, h, n, d + 1], os, ls);
+            refuse("output dim 7", mismatch, causal(None, None), qs, [2, h, n, dv - 1], ls);
+            refuse("lse one long", mismatch, causal(None, None), qs, os, ls + 1);
+        }
+        // Chunks the cache refuses before attending.
+        let room = if ring { 6 - cache.config().window.unwrap() + 1 } else { 16 - lens[0] };
+        let (k, v) = chunk(room + 1);
+        let q = Tensor::filled([2, h, room + 1, d], 0.5);
+        leaves_no_trace(&f, &cache, &format!("{state}: chunk of {}", room + 1), invalid, |c| {
+            let mut out = Tensor::filled([2, h, room + 1, dv], SENTINEL);
+            c.append_and_attend((k.view(), v.view()), q.view(), out.view_mut(), None, &causal(None, None))
+        });
+        let (k1, v1) = (Tensor::filled([1, kv_heads, 1, d], 0.5), Tensor::filled([1, kv_heads, 1, dv], 0.5));
+        let q1 = Tensor::filled([2, h, 1, d], 0.5);
+        leaves_no_trace(&f, &cache, &format!("{state}: chunk of batch 1"), mismatch, |c| {
+            let mut out = Tensor::filled([2, h, 1, dv], SENTINEL);
+            c.append_and_attend((k1.view(), v1.view()), q1.view(), out.view_mut(), None, &causal(None, None))
+        });
+    }
+}
+
+/// Every refusal of `append`, `append_all`, `truncate` and `reset`, on every state.
+#[test]
+fn refused_appends_truncations_and_resets_leave_no_trace() {
+    let f = Fixture::new(2, 40, 51);
+    let [_, kv_heads, d, dv] = SMALL;
+    for (state, cache) in refusal_states(&f) {
+        let cfg = *cache.config();
+        let room = cfg.window.map_or_else(|| cfg.capacity - cache.len(0).unwrap(), |w| cfg.capacity - w + 1);
+        let at = |b: usize| cache.len(b).unwrap();
+        let no_trace =
+            |what: &str, kind: fn(&Error) -> bool, call: &dyn Fn(&mut KvCache) -> crate::Result<()>| {
+                leaves_no_trace(&f, &cache, &format!("{state}: {what}"), kind, call)
+            };
+        no_trace("append beyond the room", invalid, &|c| append(c, 0, &f.k, &f.v, at(0), room + 1));
+        no_trace("append_all beyond the room", invalid, &|c| {
+            c.append_all(f.k.rows(0, 2, 0, room + 1), f.v.rows(0, 2, 0, room + 1))
+        });
+        no_trace("append to sequence 2", mismatch, &|c| {
+            c.append(2, f.k.rows(0, 1, 0, 1), f.v.rows(0, 1, 0, 1))
+        });
+        let (k, v) = (Tensor::filled([1, kv_heads, 1, d], 0.5), Tensor::filled([1, kv_heads, 1, dv], 0.5));
+        let (k3, v3) = (Tensor::filled([1, 3, 1, d], 0.5), Tensor::filled([1, 3, 1, dv], 0.5));
+        no_trace("append of 3 heads", mismatch, &|c| c.append(0, k3.view(), v3.view()));
+        no_trace("append with V as K", mismatch, &|c| c.append(0, k.view(), k.view()));
+        no_trace("append_all of batch 1", mismatch, &|c| c.append_all(k.view(), v.view()));
+        if cfg.dtype != KvDtype::F32 {
+            // One value past f16's range, in the last row of a chunk whose first rows are fine.
+            let mut big = f.v.clone();
+            let last = big.index([0, kv_heads - 1, at(0) + 1, dv - 1]);
+            big.data[last] = 1e6;
+            no_trace("a value that overflows f16", invalid, &|c| append(c, 0, &f.k, &big, at(0), 2));
+        }
+        no_trace("truncate past the length", invalid, &|c| c.truncate(1, at(1) + 1));
+        no_trace("truncate to usize::MAX", invalid, &|c| c.truncate(0, usize::MAX));
+        no_trace("truncate sequence 2", mismatch, &|c| c.truncate(2, 0));
+        no_trace("reset sequence 2", mismatch, &|c| c.reset(2));
+        let floor = cache.rollback_floor(0).unwrap();
+        if floor > 0 {
+            no_trace("truncate below the floor", invalid, &|c| c.truncate(0, floor - 1));
+            no_trace("truncate to 0", invalid, &|c| c.truncate(0, 0));
+        }
+    }
+}
+
+/// `append_and_attend` gives bit for bit what `append_all` then `attend` give, whether it writes
+/// first (free slots) or attends first (a ring overwriting held positions).
+#[test]
+fn append_and_attend_equals_append_all_then_attend() {
+    let f = Fixture::new(2, 40, 52);
+    let [_, kv_heads, d, dv] = SMALL;
+    for (state, cache) in refusal_states(&f) {
+        let ring = cache.config().window.is_some();
+        let lens: Vec<usize> = (0..2).map(|b| cache.len(b).unwrap()).collect();
+        for n in 1..=3 {
+            let mut k = Tensor::filled([2, kv_heads, n, d], 0.0);
+            let mut v = Tensor::filled([2, kv_heads, n, dv], 0.0);
+            copy_next(&mut k, &f.k, &lens);
+            copy_next(&mut v, &f.v, &lens);
+            if !ring && n > 2 {
+                continue;
+            }
+            let q = f.q.rows(0, 2, 0, n);
+            let (mut one, mut two) = (cache.clone(), cache.clone());
+            let mut out = Tensor::filled([2, SMALL_HEADS, n, dv], SENTINEL);
+            let mut lse = vec![SENTINEL; 2 * SMALL_HEADS * n];
+            one.append_and_attend(
+                (k.view(), v.view()),
+                q,
+                out.view_mut(),
+                Some(&mut lse),
+                &causal(None, None),
+            )
+            .unwrap();
+            two.append_all(k.view(), v.view()).unwrap();
+            let want = attend(&two, q, &causal(None, None)).unwrap();
+            assert_eq!(bits(Run { out, lse }), bits(want), "{state}, chunk of {n}");
+            assert_eq!(observe(&f, &one), observe(&f, &two), "{state}, chunk of {n}: state");
+        }
+    }
+}
+
+#[test]
+fn key_lengths_set_by_the_caller_are_refused() {
+    let f = Fixture::new(2, 8, 53);
+    let mut cache = f.cache(8, None, KvDtype::F32);
+    append_all(&mut cache, &f.k, &f.v, 0, 4).unwrap();
+    for lens in [[4, 4], [2, 3], [0, 0]] {
+        let params = AttentionParams { key_lengths: Some(&lens), ..causal(None, None) };
+        let result = attend(&cache, f.q.rows(0, 2, 0, 1), &params);
+        assert!(matches!(result, Err(Error::InvalidParameter(_))), "{lens:?}: {:?}", result.map(bits));
+    }
+}
+
+/// `rollback_floor` is exactly the shortest length `truncate` accepts, on every small ring.
+#[test]
+fn rollback_floor_is_the_shortest_accepted_truncation() {
+    for capacity in 1..=6 {
+        let f = Fixture::new(1, 3 * capacity + 1, 60 + capacity as u64);
+        for w in 1..=capacity {
+            for cur in 0..=3 * capacity {
+                let cache = ring_of(&f, capacity, w, cur);
+                let floor = cache.rollback_floor(0).unwrap();
+                let accepted: Vec<usize> =
+                    (0..=cur + 1).filter(|&l| cache.clone().truncate(0, l).is_ok()).collect();
+                let what = format!("capacity {capacity}, window {w}, {cur} positions");
+                assert_eq!(accepted, (floor..=cur).collect::<Vec<_>>(), "{what}");
+                assert_eq!(floor == 0, cur <= capacity, "{what}: floor {floor}");
+            }
+        }
+    }
+}
+
+/// A wrapped ring reset to empty serves a new request exactly as a sequence that was empty
+/// from the start, and the other sequence keeps its positions.
+#[test]
+fn reset_after_wrapping_equals_a_fresh_cache() {
+    let f = Fixture::new(2, 40, 54);
+    for (dtype, window) in [(KvDtype::F32, 3), (KvDtype::Bf16, 5)] {
+        let mut cache = f.cache(5, Some(window), dtype);
+        for p in 0..17 {
+            append_all(&mut cache, &f.k, &f.v, p, 1).unwrap();
+        }
+        assert!(cache.truncate(0, 0).is_err(), "a wrapped ring cannot roll back to 0");
+        cache.reset(0).unwrap();
+        assert_eq!((cache.len(0), cache.positions(0), cache.rollback_floor(0)), (Ok(0), Ok(0..0), Ok(0)));
+        assert_eq!(cache.len(1), Ok(17));
+        let mut kept = f.cache(5, Some(window), dtype);
+        for p in 0..17 {
+            append(&mut kept, 1, &f.k, &f.v, p, 1).unwrap();
+        }
+        for p in 0..9 {
+            append(&mut cache, 0, &f.k, &f.v, p, 1).unwrap();
+            append(&mut kept, 0, &f.k, &f.v, p, 1).unwrap();
+            let q = f.q.rows(0, 2, 0, 1);
+            let got = attend(&cache, q, &causal(None, None)).unwrap();
+            let want = attend(&kept, q, &causal(None, None)).unwrap();
+            assert_eq!(bits(got), bits(want), "{dtype:?}: position {p} after the reset");
+        }
+    }
+}
+
+/// A bias and a mask address the cached positions, `positions(b).start + j`: on a plain cache they
+/// are the attention's own over the stored K and V; on a wrapped ring (sequences holding different
+/// positions) they equal a bias over all positions, each column moved to its position.
+#[test]
+fn bias_and_mask_have_one_column_per_cached_position() {
+    let f = Fixture::new(2, 40, 55);
+    let mut rng = Rng::new(56);
+    for (capacity, window, lens) in [(20, None, [13, 9]), (6, Some(4), [17, 14]), (7, Some(3), [9, 8])] {
+        let mut cache = f.cache(capacity, window, KvDtype::F32);
+        for (b, len) in lens.into_iter().enumerate() {
+            for p in 0..len {
+                append(&mut cache, b, &f.k, &f.v, p, 1).unwrap();
+            }
+        }
+        let room = window.map_or_else(|| capacity - lens[0], |w| capacity - w + 1);
+        let cols = cache.key_columns();
+        let starts: Vec<usize> = (0..2).map(|b| cache.positions(b).unwrap().start).collect();
+        assert_eq!(cols, (0..2).map(|b| cache.positions(b).unwrap().len()).max().unwrap());
+        let full_len = lens[0].max(lens[1]);
+        for n in 1..=room.min(3) {
+            let bias = Tensor::random([2, 1, n, cols], &mut rng);
+            let mask: Vec<bool> = (0..2 * n * cols).map(|i| (i * 7 + n) % 5 != 0).collect();
+            // The same, over every position 0..full_len.
+            let mut full_bias = Tensor::filled([2, 1, n, full_len], 0.0);
+            let mut full_mask = vec![false; 2 * n * full_len];
+            for b in 0..2 {
+                for i in 0..n {
+                    for j in 0..cols {
+                        let p = starts[b] + j;
+                        if p < lens[b] {
+                            let at = full_bias.index([b, 0, i, p]);
+                            full_bias.data[at] = bias.at([b, 0, i, j]);
+                            full_mask[(b * n + i) * full_len + p] = mask[(b * n + i) * cols + j];
+                        }
+                    }
+                }
+            }
+            let mask_view = View4::bhld(&mask, [2, 1, n, cols]).unwrap();
+            let full_mask_view = View4::bhld(&full_mask, [2, 1, n, full_len]).unwrap();
+            let q = f.q.rows(0, 2, 0, n);
+            let params =
+                AttentionParams { bias: Some(bias.view()), mask: Some(mask_view), ..causal(None, None) };
+            let got = attend(&cache, q, &params).unwrap();
+            let full_params = AttentionParams {
+                bias: Some(full_bias.view()),
+                mask: Some(full_mask_view),
+                key_lengths: Some(&lens),
+                ..causal(window.map(last), None)
+            };
+            let expected =
+                Expected::new(q, f.k.rows(0, 2, 0, full_len), f.v.rows(0, 2, 0, full_len), &full_params);
+            expected
+                .check(&format!("capacity {capacity}, window {window:?}, {n} queries"), &got, [0, 0, 2, 0])
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }

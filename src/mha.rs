@@ -6,9 +6,10 @@
 //! Every projection runs on flashcpu's matmul; self-attention projects Q, K and V in one product
 //! over the concatenated weights `[W_Q | W_K | W_V]`. The attention reads Q straight out of that
 //! product through strides, and K and V from a head-major copy (see [`gather_kv`]). Scratch is
-//! owned by the layer and reused.
+//! owned by the layer and reused. Each call's [`AttentionParams`] choose the ISA and threads of
+//! the whole call, projections included.
 
-use crate::attention::{AttentionParams, attention};
+use crate::attention::{AttentionParams, CausalAlign, attention};
 use crate::error::{Error, Result};
 use crate::kvcache::KvCache;
 use crate::matmul::{MatmulOptions, matmul_with};
@@ -33,9 +34,14 @@ pub struct MhaConfig {
 }
 
 impl MhaConfig {
-    /// Columns of the fused projection: `heads·head_dim + kv_heads·(head_dim + value_dim)`.
+    /// Columns of the fused projection: `heads·head_dim + kv_heads·(head_dim + value_dim)`
+    /// (`usize::MAX` where that overflows: no layer accepts such a configuration).
     pub fn qkv_width(&self) -> usize {
-        self.heads * self.head_dim + self.kv_heads * (self.head_dim + self.value_dim)
+        self.checked_qkv_width().unwrap_or(usize::MAX)
+    }
+    fn checked_qkv_width(&self) -> Option<usize> {
+        let kv = self.kv_heads.checked_mul(self.head_dim.checked_add(self.value_dim)?)?;
+        self.heads.checked_mul(self.head_dim)?.checked_add(kv)
     }
     pub(crate) fn q_width(&self) -> usize {
         self.heads * self.head_dim
@@ -50,11 +56,14 @@ impl MhaConfig {
     /// (`batch` sequences): the four projections plus the attention work the mask keeps
     /// (`kept_pairs` visible (query, key) pairs per head and sequence).
     pub fn forward_flops(&self, batch: usize, tokens: usize, kv_tokens: usize, kept_pairs: usize) -> f64 {
+        let f = |x: usize| x as f64;
+        let (head, kv_head) = (f(self.head_dim), f(self.head_dim) + f(self.value_dim));
+        let q_and_out = f(self.heads) * (head + f(self.value_dim));
         let proj = 2.0
-            * self.d_model as f64
-            * (batch * tokens * (self.q_width() + self.attn_width())
-                + batch * kv_tokens * self.kv_heads * (self.head_dim + self.value_dim)) as f64;
-        let attn = 2.0 * (batch * self.heads * kept_pairs * (self.head_dim + self.value_dim)) as f64;
+            * f(self.d_model)
+            * f(batch)
+            * (f(tokens) * q_and_out + f(kv_tokens) * f(self.kv_heads) * kv_head);
+        let attn = 2.0 * f(batch) * f(self.heads) * f(kept_pairs) * kv_head;
         proj + attn
     }
 
@@ -71,6 +80,14 @@ impl MhaConfig {
         }
         if let Some(rope) = c.rope {
             rope.validate(c.head_dim)?;
+        }
+        // Every width and weight size below is then computed without overflow.
+        let sizes = c
+            .checked_qkv_width()
+            .and_then(|w| c.d_model.checked_mul(w))
+            .zip(c.heads.checked_mul(c.value_dim).and_then(|ow| ow.checked_mul(c.d_model)));
+        if sizes.is_none() {
+            return Err(Error::InvalidParameter(format!("the layer's weights overflow usize: {c:?}")));
         }
         Ok(())
     }
@@ -99,21 +116,26 @@ pub struct MhaWeights {
 
 impl MhaWeights {
     /// Seeded pseudo-random weights (uniform, scaled by 1/√fan_in), no biases, for demos,
-    /// benchmarks and tests. The same seed gives the same weights.
-    pub fn random(cfg: &MhaConfig, seed: u64) -> MhaWeights {
+    /// benchmarks and tests. The same seed gives the same weights. `Err` for a configuration no
+    /// layer accepts, or weights that cannot be allocated.
+    pub fn random(cfg: &MhaConfig, seed: u64) -> Result<MhaWeights> {
+        cfg.validate()?;
         let mut state = seed;
-        let mut fill = |n: usize, fan_in: usize| -> Vec<f32> {
-            let scale = 1.0 / (fan_in.max(1) as f32).sqrt();
-            (0..n).map(|_| scale * next_uniform(&mut state)).collect()
+        let mut fill = |rows: usize, cols: usize| -> Result<Vec<f32>> {
+            let scale = 1.0 / (rows as f32).sqrt();
+            let mut w = Vec::new();
+            scratch(&mut w, rows, cols)?;
+            w.iter_mut().for_each(|x| *x = scale * next_uniform(&mut state));
+            Ok(w)
         };
         let (dm, ow) = (cfg.d_model, cfg.attn_width());
-        MhaWeights {
-            w_q: fill(dm * cfg.q_width(), dm),
-            w_k: fill(dm * cfg.k_width(), dm),
-            w_v: fill(dm * cfg.kv_heads * cfg.value_dim, dm),
-            w_o: fill(ow * dm, ow),
+        Ok(MhaWeights {
+            w_q: fill(dm, cfg.q_width())?,
+            w_k: fill(dm, cfg.k_width())?,
+            w_v: fill(dm, cfg.kv_heads * cfg.value_dim)?,
+            w_o: fill(ow, dm)?,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -127,7 +149,6 @@ pub struct MultiHeadAttention {
     b_qkv: Option<Vec<f32>>,
     w_o: Vec<f32>,
     b_o: Option<Vec<f32>>,
-    opts: MatmulOptions,
     /// Reused scratch: the fused projection's output and the concatenated heads.
     qkv: Vec<f32>,
     kv: Vec<f32>,
@@ -180,7 +201,6 @@ impl MultiHeadAttention {
             b_qkv,
             w_o: w.w_o,
             b_o: w.b_o,
-            opts: MatmulOptions::default(),
             qkv: Vec::new(),
             kv: Vec::new(),
             heads_kv: Vec::new(),
@@ -191,8 +211,7 @@ impl MultiHeadAttention {
 
     /// A layer with [`MhaWeights::random`] weights.
     pub fn random(cfg: MhaConfig, seed: u64) -> Result<Self> {
-        cfg.validate()?;
-        Self::new(cfg, MhaWeights::random(&cfg, seed))
+        Self::new(cfg, MhaWeights::random(&cfg, seed)?)
     }
 
     /// The configuration.
@@ -200,14 +219,10 @@ impl MultiHeadAttention {
         &self.cfg
     }
 
-    /// Sets the ISA and threading of the layer's matmuls and attention.
-    pub fn set_options(&mut self, opts: MatmulOptions) {
-        self.opts = opts;
-    }
-
     /// Self-attention over `x` (`[batch, seq, d_model]` row-major) into `out` (same shape).
-    /// `params` carries the masks (e.g. causal); its `isa` and `parallelism` are taken from the
-    /// layer's options. Positions for RoPE are `0..seq`.
+    /// `params` carries the masks (e.g. causal), and its `isa` and `parallelism` run the
+    /// projections as well as the attention. Positions for RoPE are `0..seq`. On `Err`, `out` is
+    /// untouched.
     pub fn forward(
         &mut self,
         x: &[f32],
@@ -222,7 +237,7 @@ impl MultiHeadAttention {
             return Ok(());
         }
         let width = c.qkv_width();
-        let qkv = self.fused_qkv(x, (batch, seq), |_| 0)?;
+        let qkv = self.fused_qkv(x, (batch, seq), |_| 0, params)?;
         let (k0, v0) = (c.q_width(), c.q_width() + c.k_width());
         let (q, _, _) = qkv_views(&c, &qkv, batch, seq, seq, width, (0, k0, v0))?;
         let mut heads_kv = std::mem::take(&mut self.heads_kv);
@@ -234,7 +249,8 @@ impl MultiHeadAttention {
 
     /// Cross-attention: queries from `x_q` (`[batch, q_seq, d_model]`), keys and values from
     /// `x_kv` (`[batch, kv_seq, d_model]`). K and V are projected in one product over
-    /// `[W_K | W_V]`. RoPE, if configured, uses positions `0..q_seq` and `0..kv_seq`.
+    /// `[W_K | W_V]`. RoPE, if configured, uses positions `0..q_seq` and `0..kv_seq`. `params` as
+    /// for [`Self::forward`]; on `Err`, `out` is untouched.
     #[allow(clippy::too_many_arguments)] // two token sequences with their lengths, the output, masks
     pub fn forward_cross(
         &mut self,
@@ -251,13 +267,13 @@ impl MultiHeadAttention {
         if q_tokens == 0 {
             return Ok(());
         }
-        let kv_tokens = batch * kv_seq;
-        check_len("x_kv", x_kv, kv_tokens * c.d_model)?;
+        let kv_tokens = elements(batch, kv_seq)?;
+        check_len("x_kv", x_kv, elements(kv_tokens, c.d_model)?)?;
         let (qw, kvw) = (c.q_width(), c.qkv_width() - c.q_width());
-        self.qkv.resize(q_tokens * qw, 0.0);
-        self.kv.resize(kv_tokens * kvw, 0.0);
-        self.project(x_q, q_tokens, 0, qw, Part::Q)?;
-        self.project(x_kv, kv_tokens, qw, kvw, Part::Kv)?;
+        scratch(&mut self.qkv, q_tokens, qw)?;
+        scratch(&mut self.kv, kv_tokens, kvw)?;
+        self.project(x_q, q_tokens, (0, qw), Part::Q, params)?;
+        self.project(x_kv, kv_tokens, (qw, kvw), Part::Kv, params)?;
         let (mut q_buf, mut kv_buf) = (std::mem::take(&mut self.qkv), std::mem::take(&mut self.kv));
         self.rope_in_place(&mut q_buf, (batch, q_seq, qw), c.heads, None, |_| 0);
         self.rope_in_place(&mut kv_buf, (batch, kv_seq, kvw), 0, Some(0), |_| 0);
@@ -272,7 +288,10 @@ impl MultiHeadAttention {
     /// One incremental-decoding step: projects the `n` new tokens of every sequence
     /// (`x`: `[batch, n, d_model]`), rotates them at positions `cache.len(b)..`, appends their K
     /// and V to `cache`, and attends the new queries over the cache (bottom-right causal unless
-    /// `params` says otherwise). On `Err` the cache is unchanged.
+    /// `params` says otherwise), as [`KvCache::append_and_attend`]: a bias or mask has the key
+    /// columns of the cache after the append, and `params.key_lengths` must be `None`. `params`
+    /// chooses the ISA and threads as for [`Self::forward`]. On `Err` the cache and `out` are
+    /// unchanged.
     pub fn step(
         &mut self,
         x: &[f32],
@@ -297,48 +316,37 @@ impl MultiHeadAttention {
         if tokens == 0 {
             return Ok(());
         }
-        let starts: Vec<usize> = (0..batch).map(|b| cache.len(b)).collect();
-        let qkv = self.fused_qkv(x, (batch, n), |b| starts[b])?;
-        let result = self.append_and_attend(&qkv, (batch, n), &starts, cache, out, params);
+        let starts = (0..batch).map(|b| cache.len(b)).collect::<Result<Vec<usize>>>()?;
+        let qkv = self.fused_qkv(x, (batch, n), |b| starts[b], params)?;
+        let result = self.append_and_attend(&qkv, (batch, n), cache, params);
         self.qkv = qkv;
-        result
+        result?;
+        // The same matmul checks as the fused projection's, which passed: this cannot fail.
+        self.output_projection(batch * n, out, params)
     }
 
-    /// The cache half of [`Self::step`]: append the new K/V, attend, project; undo the append if
-    /// the attention refuses.
+    /// The cache half of [`Self::step`]: one [`KvCache::append_and_attend`] into `heads_out`.
     fn append_and_attend(
         &mut self,
         qkv: &[f32],
         (batch, n): (usize, usize),
-        starts: &[usize],
         cache: &mut KvCache,
-        out: &mut [f32],
         params: &AttentionParams<'_>,
     ) -> Result<()> {
         let c = self.cfg;
         let width = c.qkv_width();
         let (q, k, v) = qkv_views(&c, qkv, batch, n, n, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
-        cache.append_all(k, v)?;
-        let mut p = *params;
-        p.causal = p.causal.or(Some(crate::attention::CausalAlign::BottomRight));
-        p.isa = self.opts.isa;
-        p.parallelism = self.opts.parallelism;
-        self.heads_out.resize(batch * n * c.attn_width(), 0.0);
-        let attn_out = View4Mut::blhd(&mut self.heads_out, [batch, n, c.heads, c.value_dim])?;
-        if let Err(e) = cache.attend(q, attn_out, None, &p) {
-            for (b, &len) in starts.iter().enumerate() {
-                cache.truncate(b, len).expect("rolling back what was just appended");
-            }
-            return Err(e);
-        }
-        self.output_projection(batch * n, out)
+        let p = AttentionParams { causal: params.causal.or(Some(CausalAlign::BottomRight)), ..*params };
+        scratch(&mut self.heads_out, batch * n, c.attn_width())?;
+        let attn_out = token_major(&mut self.heads_out, [batch, c.heads, n, c.value_dim])?;
+        cache.append_and_attend((k, v), q, attn_out, None, &p)
     }
 
     fn check_tokens(&self, x: &[f32], batch: usize, seq: usize, out: &[f32]) -> Result<usize> {
-        let tokens =
-            batch.checked_mul(seq).ok_or_else(|| Error::ShapeMismatch("batch·seq overflows".into()))?;
-        check_len("x", x, tokens * self.cfg.d_model)?;
-        check_len("out", out, tokens * self.cfg.d_model)?;
+        let tokens = elements(batch, seq)?;
+        let len = elements(tokens, self.cfg.d_model)?;
+        check_len("x", x, len)?;
+        check_len("out", out, len)?;
         Ok(tokens)
     }
 
@@ -350,18 +358,26 @@ impl MultiHeadAttention {
         x: &[f32],
         (batch, seq): (usize, usize),
         start: impl Fn(usize) -> usize,
+        params: &AttentionParams<'_>,
     ) -> Result<Vec<f32>> {
         let c = self.cfg;
         let width = c.qkv_width();
-        self.qkv.resize(batch * seq * width, 0.0);
-        self.project(x, batch * seq, 0, width, Part::Fused)?;
+        scratch(&mut self.qkv, batch * seq, width)?;
+        self.project(x, batch * seq, (0, width), Part::Fused, params)?;
         let mut qkv = std::mem::take(&mut self.qkv);
         self.rope_in_place(&mut qkv, (batch, seq, width), c.heads, Some(c.q_width()), start);
         Ok(qkv)
     }
 
     /// `dst[.., ..width] = x · W[:, col0..col0 + width] (+ bias)` into the scratch of `part`.
-    fn project(&mut self, x: &[f32], tokens: usize, col0: usize, width: usize, part: Part) -> Result<()> {
+    fn project(
+        &mut self,
+        x: &[f32],
+        tokens: usize,
+        (col0, width): (usize, usize),
+        part: Part,
+        params: &AttentionParams<'_>,
+    ) -> Result<()> {
         let c = self.cfg;
         let full = c.qkv_width();
         let w = MatRef::new(&self.w_qkv[col0..], c.d_model, width, full, 1)?;
@@ -370,7 +386,7 @@ impl MultiHeadAttention {
             Part::Kv => &mut self.kv,
         };
         matmul_with(
-            &self.opts,
+            &matmul_options(params),
             1.0,
             MatRef::row_major(x, tokens, c.d_model)?,
             w,
@@ -429,20 +445,22 @@ impl MultiHeadAttention {
     ) -> Result<()> {
         let c = self.cfg;
         let tokens = batch * q_seq;
-        self.heads_out.resize(tokens * c.attn_width(), 0.0);
-        let mut p = *params;
-        p.isa = self.opts.isa;
-        p.parallelism = self.opts.parallelism;
-        attention(q, k, v, View4Mut::blhd(&mut self.heads_out, [batch, q_seq, c.heads, c.value_dim])?, &p)?;
-        self.output_projection(tokens, out)
+        scratch(&mut self.heads_out, tokens, c.attn_width())?;
+        attention(q, k, v, token_major(&mut self.heads_out, [batch, c.heads, q_seq, c.value_dim])?, params)?;
+        self.output_projection(tokens, out, params)
     }
 
     /// `out = Concat(heads)·W_O (+ b_O)`.
-    fn output_projection(&mut self, tokens: usize, out: &mut [f32]) -> Result<()> {
+    fn output_projection(
+        &mut self,
+        tokens: usize,
+        out: &mut [f32],
+        params: &AttentionParams<'_>,
+    ) -> Result<()> {
         let c = self.cfg;
         let aw = c.attn_width();
         matmul_with(
-            &self.opts,
+            &matmul_options(params),
             1.0,
             MatRef::row_major(&self.heads_out, tokens, aw)?,
             MatRef::row_major(&self.w_o, aw, c.d_model)?,
@@ -456,6 +474,32 @@ impl MultiHeadAttention {
         }
         Ok(())
     }
+}
+
+/// `rows·cols`, or `Err` where it overflows.
+fn elements(rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols).ok_or_else(|| Error::ShapeMismatch(format!("{rows}·{cols} overflows usize")))
+}
+
+/// Resizes `buf` to `rows × cols` floats: `Err`, never an abort, where that overflows or cannot be
+/// allocated.
+fn scratch(buf: &mut Vec<f32>, rows: usize, cols: usize) -> Result<()> {
+    let len = elements(rows, cols)?;
+    buf.try_reserve(len.saturating_sub(buf.len()))
+        .map_err(|e| Error::InvalidParameter(format!("cannot allocate {rows}×{cols} floats: {e}")))?;
+    buf.resize(len, 0.0);
+    Ok(())
+}
+
+/// The projections run on the ISA and threads the attention does.
+fn matmul_options(params: &AttentionParams<'_>) -> MatmulOptions {
+    MatmulOptions { isa: params.isa, parallelism: params.parallelism }
+}
+
+/// The heads' outputs `[batch, heads, len, dim]` in token-major memory `[batch, len, heads, dim]`,
+/// the layout the output projection reads as rows of `heads·dim`.
+fn token_major(data: &mut [f32], [b, h, l, d]: [usize; 4]) -> Result<View4Mut<'_>> {
+    View4Mut::new(data, [b, h, l, d], [l * h * d, d, h * d, 1])
 }
 
 /// Which scratch a projection writes.

@@ -37,8 +37,8 @@ use super::{MhaConfig, MhaWeights, MultiHeadAttention};
 use crate::reference::{mha_f64, rope_f64};
 use crate::tests::Rng;
 use crate::{
-    AttentionParams, CausalAlign, Error, IsaKind, KvCache, KvCacheConfig, KvDtype, MatmulOptions,
-    Parallelism, Rope, RopeStyle, available_isas,
+    AttentionParams, CausalAlign, Error, IsaKind, KvCache, KvCacheConfig, KvDtype, Parallelism, Rope,
+    RopeStyle, available_isas,
 };
 
 const EPS: f64 = f32::EPSILON as f64;
@@ -104,7 +104,7 @@ const BIASES: [[bool; 4]; 3] = [[false; 4], [true; 4], [false, true, false, true
 
 /// `MhaWeights::random` plus the chosen biases, uniform in `[−0.5, 0.5)`.
 fn weights(cfg: &MhaConfig, biases: [bool; 4], seed: u64) -> MhaWeights {
-    let mut w = MhaWeights::random(cfg, seed);
+    let mut w = MhaWeights::random(cfg, seed).expect("a valid configuration");
     let mut rng = Rng::new(seed ^ 0xB1A5);
     let widths = [cfg.q_width(), cfg.k_width(), cfg.kv_heads * cfg.value_dim, cfg.d_model];
     let mut bias = |i: usize| biases[i].then(|| rng.vec(widths[i], 0.5));
@@ -112,10 +112,61 @@ fn weights(cfg: &MhaConfig, biases: [bool; 4], seed: u64) -> MhaWeights {
     w
 }
 
-fn layer(cfg: MhaConfig, w: &MhaWeights, isa: IsaKind, parallelism: Parallelism) -> MultiHeadAttention {
-    let mut layer = MultiHeadAttention::new(cfg, w.clone()).expect("valid layer");
-    layer.set_options(MatmulOptions { isa: Some(isa), parallelism });
-    layer
+/// A layer whose calls all run on one ISA and kind of threading (set in each call's params).
+struct Layer {
+    inner: MultiHeadAttention,
+    isa: IsaKind,
+    parallelism: Parallelism,
+}
+
+impl Layer {
+    fn params<'a>(&self, p: &AttentionParams<'a>) -> AttentionParams<'a> {
+        AttentionParams { isa: Some(self.isa), parallelism: self.parallelism, ..*p }
+    }
+
+    fn forward(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        seq: usize,
+        out: &mut [f32],
+        p: &AttentionParams<'_>,
+    ) -> crate::Result<()> {
+        let p = self.params(p);
+        self.inner.forward(x, batch, seq, out, &p)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_cross(
+        &mut self,
+        x_q: &[f32],
+        x_kv: &[f32],
+        batch: usize,
+        q_seq: usize,
+        kv_seq: usize,
+        out: &mut [f32],
+        p: &AttentionParams<'_>,
+    ) -> crate::Result<()> {
+        let p = self.params(p);
+        self.inner.forward_cross(x_q, x_kv, batch, q_seq, kv_seq, out, &p)
+    }
+
+    fn step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        cache: &mut KvCache,
+        out: &mut [f32],
+        p: &AttentionParams<'_>,
+    ) -> crate::Result<()> {
+        let p = self.params(p);
+        self.inner.step(x, batch, n, cache, out, &p)
+    }
+}
+
+fn layer(cfg: MhaConfig, w: &MhaWeights, isa: IsaKind, parallelism: Parallelism) -> Layer {
+    Layer { inner: MultiHeadAttention::new(cfg, w.clone()).expect("valid layer"), isa, parallelism }
 }
 
 fn causal_params(causal: Option<CausalAlign>) -> AttentionParams<'static> {
@@ -387,7 +438,7 @@ fn baseline(s: Shape, rope: Option<Rope>, batch: usize, seed: u64) -> Baseline {
 }
 
 /// The layer's causal (top-left) forward pass over `x`.
-fn causal_forward(l: &mut MultiHeadAttention, x: &[f32], batch: usize, seq: usize) -> Vec<f32> {
+fn causal_forward(l: &mut Layer, x: &[f32], batch: usize, seq: usize) -> Vec<f32> {
     let mut full = vec![0.0; x.len()];
     l.forward(x, batch, seq, &mut full, &causal_params(Some(CausalAlign::TopLeft))).unwrap();
     full
@@ -441,7 +492,7 @@ fn check_decoding(s: Shape, rope: Option<Rope>, chunks: &[usize], seed: u64) {
             let want = gather(&full, s.seq, dm, &starts, n);
             assert_close(&what, &out, &want, &gather(&mag, s.seq, dm, &starts, n), STEP_REL);
             t += n;
-            assert!((0..s.batch).all(|b| cache.len(b) == t), "{what}: cache lengths");
+            assert!((0..s.batch).all(|b| cache.len(b) == Ok(t)), "{what}: cache lengths");
         }
     }
 }
@@ -484,14 +535,14 @@ fn decoding_after_rollback_to_different_lengths_matches_causal_forward() {
             cache.truncate(b, len).unwrap();
         }
         for n in [1, 3, 1, 2, 4] {
-            let starts: Vec<usize> = (0..s.batch).map(|b| cache.len(b)).collect();
+            let starts: Vec<usize> = (0..s.batch).map(|b| cache.len(b).unwrap()).collect();
             let mut out = vec![f32::NAN; s.batch * n * dm];
             l.step(&gather(&x, s.seq, dm, &starts, n), s.batch, n, &mut cache, &mut out, &Default::default())
                 .unwrap();
             let what = format!("{isa:?}: positions {starts:?} + {n}");
             let want = gather(&full, s.seq, dm, &starts, n);
             assert_close(&what, &out, &want, &gather(&mag, s.seq, dm, &starts, n), STEP_REL);
-            assert!((0..s.batch).all(|b| cache.len(b) == starts[b] + n), "{what}: cache lengths");
+            assert!((0..s.batch).all(|b| cache.len(b) == Ok(starts[b] + n)), "{what}: cache lengths");
         }
     }
 }
@@ -758,7 +809,7 @@ fn failed_steps_leave_the_cache_unchanged() {
         let next = gather(&x, s.seq, dm, &[2, 2], 1);
         let mut failures: Vec<(String, crate::Result<()>)> = Vec::new();
         let mut step = |what: &str,
-                        l: &mut MultiHeadAttention,
+                        l: &mut Layer,
                         cache: &mut KvCache,
                         x: &[f32],
                         n: usize,
@@ -777,7 +828,7 @@ fn failed_steps_leave_the_cache_unchanged() {
         let too_many = s.seq - 1;
         let chunk = gather(&x, s.seq, dm, &[0, 0], too_many);
         step("past capacity", &mut l, &mut cache, &chunk, too_many, s.batch * too_many * dm, &p);
-        // Fails in the attention, after the new K and V were appended: rolled back.
+        // Refused by the attention's own checks, which run before the cache changes.
         for scale in [f32::NAN, -1.0] {
             let bad = AttentionParams { scale: Some(scale), ..Default::default() };
             step(&format!("scale {scale}"), &mut l, &mut cache, &next, 1, s.batch * dm, &bad);
@@ -801,7 +852,7 @@ fn failed_steps_leave_the_cache_unchanged() {
             assert!(wrong.is_empty(), "{isa:?} cache {other:?} changed");
             assert!(out.iter().all(|&v| v == SENTINEL), "{isa:?} cache {other:?}: out written");
         }
-        assert!((0..s.batch).all(|b| cache.len(b) == 2), "{isa:?}: cache lengths after failures");
+        assert!((0..s.batch).all(|b| cache.len(b) == Ok(2)), "{isa:?}: cache lengths after failures");
 
         // Decoding goes on as if nothing had failed.
         let mut out = vec![0.0; s.batch * dm];
@@ -861,7 +912,7 @@ fn calls_with_no_tokens_return_without_panicking() {
         match catch_unwind(AssertUnwindSafe(|| call(&mut l, &mut cache, &mut out))) {
             Ok(_) => {
                 let want = if name.ends_with("after tokens") { 3 } else { 0 };
-                assert!((0..2).all(|b| cache.len(b) == want), "{name}: cache lengths changed");
+                assert!((0..2).all(|b| cache.len(b) == Ok(want)), "{name}: cache lengths changed");
             }
             Err(e) => panicked.push(format!(
                 "{name}: {}",
@@ -870,4 +921,107 @@ fn calls_with_no_tokens_return_without_panicking() {
         }
     }
     assert!(panicked.is_empty(), "panicked:\n{}", panicked.join("\n"));
+}
+
+/// A sequence's length, held positions and rollback floor.
+type Held = (usize, std::ops::Range<usize>, usize);
+
+/// A refused step leaves no trace on a ring cache either (window 4, capacity 6: full, and wrapped
+/// with the sequences at different positions): afterwards the cache decodes, rolls back and decodes
+/// again bit for bit as a twin that never saw the refused steps.
+#[test]
+fn refused_steps_on_a_ring_leave_no_trace() {
+    let s = shape((32, 4, 2, 8, 6), 2, 16);
+    let Baseline { cfg, w, x, .. } = baseline(s, ROPES[1], s.batch, 180);
+    let dm = s.d_model;
+    let ring = KvCacheConfig { capacity: 6, window: Some(4), ..*f32_cache(&cfg, s.batch, 6).config() };
+    for isa in available_isas() {
+        let mut l = layer(cfg, &w, isa, Parallelism::Sequential);
+        for (prefix, offset) in [(6usize, 0usize), (9, 2)] {
+            let mut cache = KvCache::new(ring).unwrap();
+            let mut out = vec![0.0; s.batch * dm];
+            for t in 0..prefix {
+                let starts = [t, t.saturating_sub(offset)];
+                if t < offset {
+                    // Only sequence 0 moves: step both, then roll sequence 1 back.
+                    l.step(
+                        &gather(&x, s.seq, dm, &[t, 0], 1),
+                        s.batch,
+                        1,
+                        &mut cache,
+                        &mut out,
+                        &Default::default(),
+                    )
+                    .unwrap();
+                    cache.truncate(1, 0).unwrap();
+                    continue;
+                }
+                l.step(
+                    &gather(&x, s.seq, dm, &starts, 1),
+                    s.batch,
+                    1,
+                    &mut cache,
+                    &mut out,
+                    &Default::default(),
+                )
+                .unwrap();
+            }
+            let twin = cache.clone();
+            let starts: Vec<usize> = (0..s.batch).map(|b| cache.len(b).unwrap()).collect();
+            let wide = AttentionParams {
+                window: Some(crate::Window { left: Some(4), right: Some(0) }),
+                ..Default::default()
+            };
+            let lens = [1, 1];
+            let given_lengths = AttentionParams { key_lengths: Some(&lens), ..Default::default() };
+            let bias = vec![0.0; s.batch * 7];
+            let wrong_bias = AttentionParams {
+                bias: Some(crate::View4::bhld(&bias, [s.batch, 1, 1, 7]).unwrap()),
+                ..Default::default()
+            };
+            let nan = AttentionParams { scale: Some(f32::NAN), ..Default::default() };
+            for n in 1..=3 {
+                for (what, p) in [("window 5", &wide), ("key lengths", &given_lengths), ("NaN scale", &nan)] {
+                    let mut out = vec![SENTINEL; s.batch * n * dm];
+                    let r = l.step(&gather(&x, s.seq, dm, &starts, n), s.batch, n, &mut cache, &mut out, p);
+                    assert!(is_invalid(&r), "{isa:?} prefix {prefix}, {n} tokens, {what}: {r:?}");
+                    assert!(out.iter().all(|&v| v == SENTINEL), "{what}: out written");
+                }
+            }
+            let mut out = vec![SENTINEL; s.batch * dm];
+            let r = l.step(&gather(&x, s.seq, dm, &starts, 1), s.batch, 1, &mut cache, &mut out, &wrong_bias);
+            assert!(is_shape_mismatch(&r), "{isa:?} prefix {prefix}, a bias of 7 columns: {r:?}");
+
+            // Both go on: three tokens, a rollback to the floor, three more.
+            let mut run = |mut c: KvCache| -> (Vec<u32>, Vec<Held>) {
+                let mut bits = Vec::new();
+                let decode = |c: &mut KvCache, l: &mut Layer, bits: &mut Vec<u32>| {
+                    for _ in 0..3 {
+                        let at: Vec<usize> = (0..s.batch).map(|b| c.len(b).unwrap()).collect();
+                        let mut out = vec![0.0; s.batch * dm];
+                        l.step(&gather(&x, s.seq, dm, &at, 1), s.batch, 1, c, &mut out, &Default::default())
+                            .unwrap();
+                        bits.extend(out.iter().map(|v| v.to_bits()));
+                    }
+                };
+                decode(&mut c, &mut l, &mut bits);
+                for b in 0..s.batch {
+                    let floor = c.rollback_floor(b).unwrap();
+                    c.truncate(b, floor).unwrap();
+                }
+                decode(&mut c, &mut l, &mut bits);
+                let held = (0..s.batch)
+                    .map(|b| (c.len(b).unwrap(), c.positions(b).unwrap(), c.rollback_floor(b).unwrap()))
+                    .collect();
+                (bits, held)
+            };
+            let (after_refusals, seen) = run(cache);
+            let (never_refused, twin_seen) = run(twin);
+            assert_eq!(seen, twin_seen, "{isa:?} prefix {prefix}: cache state");
+            assert!(
+                after_refusals == never_refused,
+                "{isa:?} prefix {prefix}: decoding differs from the twin"
+            );
+        }
+    }
 }

@@ -5,8 +5,8 @@
 use crate::data::uniform;
 use crate::report::{CmdResult, Ctx};
 use flashcpu::{
-    AttentionParams, KvCache, KvCacheConfig, KvDtype, MatmulOptions, MhaConfig, MhaWeights,
-    MultiHeadAttention, Rope, RopeStyle, reference,
+    AttentionParams, KvCache, KvCacheConfig, KvDtype, MhaConfig, MhaWeights, MultiHeadAttention, Rope,
+    RopeStyle, reference,
 };
 use std::io::Write;
 use std::time::Instant;
@@ -54,9 +54,8 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     });
     let bw = bw?;
 
-    let weights = MhaWeights::random(&cfg, 42);
+    let weights = MhaWeights::random(&cfg, 42)?;
     let mut layer = MultiHeadAttention::new(cfg, weights.clone())?;
-    layer.set_options(MatmulOptions { isa: Some(ctx.isa), ..Default::default() });
     let total = PREFILL + DECODE_STEPS;
     let x = uniform(total * D_MODEL, 5);
     let mut out = vec![0.0f32; total * D_MODEL];
@@ -69,7 +68,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         dtype: KvDtype::F32,
         window: None,
     })?;
-    let params = AttentionParams::default();
+    let params = AttentionParams { isa: Some(ctx.isa), ..Default::default() };
 
     // Warm the thread pool, scratch and caches once on a short prompt in a scratch cache.
     let mut warm_cache = KvCache::new(*cache.config())?;

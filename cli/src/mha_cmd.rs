@@ -2,7 +2,7 @@
 
 use crate::data::uniform;
 use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
-use flashcpu::{AttentionParams, CausalAlign, MatmulOptions, MhaConfig, MultiHeadAttention};
+use flashcpu::{AttentionParams, CausalAlign, MhaConfig, MultiHeadAttention};
 
 /// Shape of one layer benchmark.
 #[derive(Clone, Copy, Debug)]
@@ -31,11 +31,13 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
         rope: None,
     };
     let mut layer = MultiHeadAttention::random(cfg, 7)?;
-    layer.set_options(MatmulOptions { isa: Some(ctx.isa), ..Default::default() });
     let x = uniform(s.batch * s.seq * s.d_model, 3);
     let mut out = vec![0.0f32; x.len()];
-    let params =
-        AttentionParams { causal: s.causal.then_some(CausalAlign::BottomRight), ..Default::default() };
+    let params = AttentionParams {
+        causal: s.causal.then_some(CausalAlign::BottomRight),
+        isa: Some(ctx.isa),
+        ..Default::default()
+    };
     layer.forward(&x, s.batch, s.seq, &mut out, &params)?;
     let median_s =
         median_seconds(|| layer.forward(&x, s.batch, s.seq, &mut out, &params).expect("validated above"));
