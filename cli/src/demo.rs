@@ -70,9 +70,12 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     })?;
     let params = AttentionParams { isa: Some(ctx.isa), ..Default::default() };
 
-    // Warm the thread pool, scratch and caches once on a short prompt in a scratch cache.
+    // Warm the thread pool and the scratch buffers once with a prefill of the same length in a
+    // scratch cache: the timed prefill then shows the steady state of a serving engine, not the
+    // first touch of buffers sized for it.
     let mut warm_cache = KvCache::new(*cache.config())?;
-    layer.step(&x[..64 * D_MODEL], 1, 64, &mut warm_cache, &mut out[..64 * D_MODEL], &params)?;
+    let warm = &x[..PREFILL * D_MODEL];
+    layer.step(warm, 1, PREFILL, &mut warm_cache, &mut out[..PREFILL * D_MODEL], &params)?;
 
     let (prefill, prefill_s) = stage("prefill", || {
         layer.step(&x[..PREFILL * D_MODEL], 1, PREFILL, &mut cache, &mut out[..PREFILL * D_MODEL], &params)
