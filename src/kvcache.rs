@@ -8,7 +8,7 @@
 
 use crate::attention::{AttentionParams, KvElement, Window, attention_with_lse};
 use crate::error::{Error, Result};
-use crate::view::{View4, View4Mut};
+use crate::view::{View4, View4Mut, dense_lse};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
@@ -297,6 +297,8 @@ impl KvCache {
         let c = &self.cfg;
         let k = View4::bhld(k, [c.batch, c.kv_heads, c.capacity, c.head_dim])?;
         let v = View4::bhld(v, [c.batch, c.kv_heads, c.capacity, c.value_dim])?;
+        let [_, heads, q_len, _] = q.shape();
+        let lse = lse.map(|l| dense_lse(l, [c.batch, heads, q_len])).transpose()?;
         attention_with_lse(q, k, v, out, lse, params)
     }
 
@@ -367,7 +369,7 @@ impl KvCache {
                 View4::bhld(&k, [1, c.kv_heads, kept, c.head_dim])?,
                 View4::bhld(&v, [1, c.kv_heads, kept, c.value_dim])?,
                 View4Mut::bhld(&mut o, [1, heads, q_len, out_shape[3]])?,
-                lse_chunks[b].as_deref_mut(),
+                lse_chunks[b].as_deref_mut().map(|l| dense_lse(l, [1, heads, q_len])).transpose()?,
                 &p,
             )?;
             for (h, m) in outs[b * heads..(b + 1) * heads].iter_mut().enumerate() {

@@ -320,11 +320,11 @@ impl MultiHeadAttention {
         let (q, k, v) = qkv_views(&c, qkv, batch, n, n, width, (0, c.q_width(), c.q_width() + c.k_width()))?;
         cache.append_all(k, v)?;
         let mut p = *params;
-        p.causal = p.causal.or(Some(crate::attention::CausalAlign::BottomRight));
+        p.causal = p.causal.or(Some(crate::CausalAlign::BottomRight));
         p.isa = self.opts.isa;
         p.parallelism = self.opts.parallelism;
         self.heads_out.resize(batch * n * c.attn_width(), 0.0);
-        let attn_out = View4Mut::blhd(&mut self.heads_out, [batch, n, c.heads, c.value_dim])?;
+        let attn_out = View4Mut::blhd(&mut self.heads_out, [batch, c.heads, n, c.value_dim])?;
         if let Err(e) = cache.attend(q, attn_out, None, &p) {
             for (b, &len) in starts.iter().enumerate() {
                 cache.truncate(b, len).expect("rolling back what was just appended");
@@ -433,7 +433,7 @@ impl MultiHeadAttention {
         let mut p = *params;
         p.isa = self.opts.isa;
         p.parallelism = self.opts.parallelism;
-        attention(q, k, v, View4Mut::blhd(&mut self.heads_out, [batch, q_seq, c.heads, c.value_dim])?, &p)?;
+        attention(q, k, v, View4Mut::blhd(&mut self.heads_out, [batch, c.heads, q_seq, c.value_dim])?, &p)?;
         self.output_projection(tokens, out)
     }
 
