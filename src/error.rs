@@ -17,6 +17,8 @@ pub enum Error {
     InvalidParameter(String),
     /// An instruction set that was asked for but is unknown or missing on this CPU.
     UnsupportedIsa(String),
+    /// A buffer that the call needs cannot be allocated (its size overflows or memory is short).
+    OutOfMemory(String),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
             Error::ShapeMismatch(s) => write!(f, "shape mismatch: {s}"),
             Error::InvalidParameter(s) => write!(f, "invalid parameter: {s}"),
             Error::UnsupportedIsa(s) => write!(f, "unsupported instruction set: {s}"),
+            Error::OutOfMemory(s) => write!(f, "cannot allocate: {s}"),
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::attention::{AttentionParams, KvElement, Window, attention_with_lse};
 use crate::error::{Error, Result};
-use crate::view::{View4, View4Mut};
+use crate::view::{View4, View4Mut, dense_lse};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use std::ops::Range;
@@ -253,6 +253,8 @@ impl<T: Element> Keys<'_, T> {
                 (&gathered, 0)
             }
         };
+        let [batch, heads, q_len, _] = q.shape();
+        let lse = lse.map(|l| dense_lse(l, [batch, heads, q_len])).transpose()?;
         attention_with_lse(q, keys.view(0, from, kv_len)?, keys.view(1, from, kv_len)?, out, lse, &params)
     }
 

@@ -166,7 +166,7 @@ fn attention_as<T: KvElement>(
         View4::bhld(&kt, k.shape).expect("dense"),
         View4::bhld(&vt, v.shape).expect("dense"),
         out.view_mut(),
-        Some(&mut lse),
+        Some(View4Mut::bhld(&mut lse, [b, h, n, 1]).expect("dense")),
         params,
     )
     .expect("a valid prefill call");

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod attention;
+mod attention;
 mod error;
 mod isa;
 mod kvcache;

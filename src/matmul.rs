@@ -44,7 +44,9 @@ pub struct MatmulOptions {
 ///
 /// A is `m × k`, B is `k × n`, C is `m × n`, each with any strides. `k = 0` gives `C = β·C`;
 /// `m = 0` or `n = 0` does nothing. With `β = 0`, C is only written, so NaN or garbage in C never
-/// leaks into the result. NaN and infinity in A or B propagate as IEEE arithmetic says.
+/// leaks into the result. NaN and infinity in A or B propagate as IEEE arithmetic says; α and β
+/// must be finite (like attention's scale), else [`Error::InvalidParameter`]: a NaN or infinite
+/// factor would fill C with NaN even where A, B and C are finite (∞·0).
 ///
 /// ```
 /// use flashcpu::{matmul, MatMut, MatRef};
@@ -80,6 +82,9 @@ pub fn matmul_with(
             c.rows(),
             c.cols()
         )));
+    }
+    if !(alpha.is_finite() && beta.is_finite()) {
+        return Err(Error::InvalidParameter(format!("α and β must be finite, got α = {alpha}, β = {beta}")));
     }
     gemm(isa, opts.parallelism, alpha, a.0, b.0, beta, c.0);
     Ok(())

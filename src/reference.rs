@@ -22,12 +22,15 @@ use crate::view::View4;
 pub use flashcpu_kernels::reference::AttentionOutput;
 use flashcpu_kernels::reference::AttentionSpec;
 
-/// The reference's reading of `params` (same defaults as [`crate::attention`]).
+/// The reference's reading of `params` (same defaults as [`crate::attention()`]).
 fn spec<'a>(q: View4<'_>, p: &AttentionParams<'a>) -> AttentionSpec<'a> {
     let d = q.shape()[3];
     AttentionSpec {
         scale: p.scale.unwrap_or(if d == 0 { 1.0 } else { 1.0 / (d as f32).sqrt() }),
-        causal: p.causal,
+        causal: p.causal.map(|c| match c {
+            crate::CausalAlign::TopLeft => kr::CausalAlign::TopLeft,
+            crate::CausalAlign::BottomRight => kr::CausalAlign::BottomRight,
+        }),
         window: p.window.map(|w| (w.left, w.right)),
         key_lengths: p.key_lengths,
         bias: p.bias.map(|b| b.0),

@@ -40,8 +40,11 @@ impl Rope {
 
     /// `cos(p·θᵢ)` and `sin(p·θᵢ)` for `i < d/2` into `cos` and `sin` (each `d/2` long). Angles
     /// are computed in f64 and rounded once, so long positions keep full f32 accuracy.
+    ///
+    /// Panics unless `cos` and `sin` have the same length.
     pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
         let half = cos.len();
+        assert_eq!(sin.len(), half, "Rope::angles: cos and sin lengths differ");
         for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
             let theta = pos as f64 * f64::from(self.base).powf(-(i as f64) / half as f64);
             let (sv, cv) = theta.sin_cos();
@@ -50,6 +53,8 @@ impl Rope {
     }
 
     /// Rotates one head vector `x` (length `2·cos.len()`) in place by the angles of [`Rope::angles`].
+    ///
+    /// Panics unless `x` has twice as many elements as `cos` and `sin` each.
     ///
     /// ```
     /// use flashcpu::{Rope, RopeStyle};
@@ -62,7 +67,7 @@ impl Rope {
     /// ```
     pub fn rotate(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
         let half = cos.len();
-        debug_assert_eq!(x.len(), 2 * half);
+        assert!(sin.len() == half && x.len() == 2 * half, "Rope::rotate: x, cos and sin lengths disagree");
         for i in 0..half {
             let (a, b) = match self.style {
                 RopeStyle::HalfSplit => (i, i + half),

@@ -1,5 +1,6 @@
 //! Aligned scratch buffers, allocated once per thread and reused across calls.
 
+use crate::error::{Error, Result};
 use aligned_vec::{AVec, ConstAlign};
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -38,4 +39,31 @@ pub(crate) fn with_buffer<R>(
             f(&mut fresh[..])
         }
     })
+}
+
+/// Grows this thread's buffer in `slot` to at least `len` floats, or `Err` when that cannot be
+/// allocated: a call checks that its scratch can be had before it writes anything.
+pub(crate) fn reserve(slot: &'static LocalKey<Slot>, len: usize) -> Result<()> {
+    slot.with(|cell| {
+        let Ok(mut buf) = cell.try_borrow_mut() else { return Ok(()) };
+        let more = len.saturating_sub(buf.len());
+        buf.try_reserve(more).map_err(|_| out_of_memory("scratch", len))?;
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        Ok(())
+    })
+}
+
+/// A vector of `len` copies of `value`, or `Err` when it cannot be allocated: for buffers whose
+/// size comes from the caller's shapes.
+pub(crate) fn try_filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| out_of_memory("buffer", len))?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+fn out_of_memory(what: &str, len: usize) -> Error {
+    Error::OutOfMemory(format!("{what} of {len} elements"))
 }

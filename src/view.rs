@@ -99,6 +99,35 @@ fn describe4(shape: [usize; 4], strides: [usize; 4], len: usize) -> String {
     format!("shape {shape:?} with strides {strides:?} over a slice of {len}")
 }
 
+/// The memory order of a dense 4-D tensor, outermost dimension first.
+#[derive(Clone, Copy)]
+enum Layout {
+    Bhld,
+    Blhd,
+}
+
+/// The strides of a dense tensor of logical shape `[batch, heads, len, dim]` stored in `layout`
+/// order; `Err` when its element count overflows `usize`. A tensor without elements needs no
+/// storage, whatever its other dimensions, and gets zero strides.
+fn dense_strides(shape: [usize; 4], layout: Layout) -> Result<[usize; 4]> {
+    if shape.contains(&0) {
+        return Ok([0; 4]);
+    }
+    let outermost_first = match layout {
+        Layout::Bhld => [0, 1, 2, 3],
+        Layout::Blhd => [0, 2, 1, 3],
+    };
+    let mut strides = [0; 4];
+    let mut step = 1usize;
+    for &dim in outermost_first.iter().rev() {
+        strides[dim] = step;
+        step = step.checked_mul(shape[dim]).ok_or_else(|| {
+            Error::OutOfBounds(format!("shape {shape:?} has more than usize::MAX elements"))
+        })?;
+    }
+    Ok(strides)
+}
+
 /// A read-only 4-D tensor, indexed `[batch, heads, len, dim]` whatever its memory layout.
 /// `f32` for Q, K, V and biases; `bool` for masks.
 #[derive(Debug)]
@@ -118,14 +147,14 @@ impl<'a, T: Copy> View4<'a, T> {
             .map(View4)
             .ok_or_else(|| Error::OutOfBounds(describe4(shape, strides, data.len())))
     }
-    /// Dense `[batch, heads, len, dim]` memory (PyTorch's default, Hugging Face KV caches).
-    pub fn bhld(data: &'a [T], [b, h, l, d]: [usize; 4]) -> Result<Self> {
-        Self::new(data, [b, h, l, d], [h * l * d, l * d, d, 1])
+    /// Dense memory in `[batch, heads, len, dim]` order (PyTorch's default, Hugging Face KV caches).
+    pub fn bhld(data: &'a [T], shape: [usize; 4]) -> Result<Self> {
+        Self::new(data, shape, dense_strides(shape, Layout::Bhld)?)
     }
-    /// Dense `[batch, len, heads, dim]` memory (FlashAttention's layout, a projection's output).
-    /// The view is still indexed `[batch, heads, len, dim]`.
-    pub fn blhd(data: &'a [T], [b, l, h, d]: [usize; 4]) -> Result<Self> {
-        Self::new(data, [b, h, l, d], [l * h * d, d, h * d, 1])
+    /// Dense memory in `[batch, len, heads, dim]` order (FlashAttention's layout, a projection's
+    /// output). `shape` is the logical `[batch, heads, len, dim]`, as for every constructor.
+    pub fn blhd(data: &'a [T], shape: [usize; 4]) -> Result<Self> {
+        Self::new(data, shape, dense_strides(shape, Layout::Blhd)?)
     }
     /// `[batch, heads, len, dim]`.
     pub fn shape(&self) -> [usize; 4] {
@@ -149,16 +178,26 @@ impl<'a> View4Mut<'a> {
             .map(View4Mut)
             .ok_or_else(|| Error::OverlappingOutput(describe4(shape, strides, len)))
     }
-    /// Dense `[batch, heads, len, dim]` memory.
-    pub fn bhld(data: &'a mut [f32], [b, h, l, d]: [usize; 4]) -> Result<Self> {
-        Self::new(data, [b, h, l, d], [h * l * d, l * d, d, 1])
+    /// Dense memory in `[batch, heads, len, dim]` order.
+    pub fn bhld(data: &'a mut [f32], shape: [usize; 4]) -> Result<Self> {
+        Self::new(data, shape, dense_strides(shape, Layout::Bhld)?)
     }
-    /// Dense `[batch, len, heads, dim]` memory, indexed `[batch, heads, len, dim]`.
-    pub fn blhd(data: &'a mut [f32], [b, l, h, d]: [usize; 4]) -> Result<Self> {
-        Self::new(data, [b, h, l, d], [l * h * d, d, h * d, 1])
+    /// Dense memory in `[batch, len, heads, dim]` order; `shape` is the logical
+    /// `[batch, heads, len, dim]`.
+    pub fn blhd(data: &'a mut [f32], shape: [usize; 4]) -> Result<Self> {
+        Self::new(data, shape, dense_strides(shape, Layout::Blhd)?)
     }
     /// `[batch, heads, len, dim]`.
     pub fn shape(&self) -> [usize; 4] {
         self.0.shape()
     }
+}
+
+/// A dense `[batch, heads, len]` lse buffer as the `[batch, heads, len, 1]` view that
+/// [`crate::attention_with_lse`] takes; `Err` unless `data` holds exactly that many floats.
+pub(crate) fn dense_lse(data: &mut [f32], [b, h, l]: [usize; 3]) -> Result<View4Mut<'_>> {
+    if Some(data.len()) != b.checked_mul(h).and_then(|n| n.checked_mul(l)) {
+        return Err(Error::ShapeMismatch(format!("lse has {} floats, expected {b}·{h}·{l}", data.len())));
+    }
+    View4Mut::bhld(data, [b, h, l, 1])
 }

@@ -1,7 +1,7 @@
 //! `flashcpu bench attention`: the flash kernel, and optionally the naive three-pass path on our
 //! own matmul (S = Q·Kᵀ materialised, softmax, O = P·V) so the flash win is visible.
 
-use crate::data::uniform;
+use crate::data::{divides, positive, uniform, zeros};
 use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{
     AttentionParams, CausalAlign, MatMut, MatRef, MatmulOptions, View4, View4Mut, attention, matmul_with,
@@ -25,7 +25,7 @@ impl Shape {
     /// for P·V), counting pairs exactly (≈ half of Lq·Lk for causal with Lq = Lk).
     pub fn kept_flops(&self) -> f64 {
         let pairs: usize = (0..self.q_len).map(|i| self.visible_keys(i)).sum();
-        4.0 * (self.batch * self.heads * self.head_dim) as f64 * pairs as f64
+        4.0 * self.batch as f64 * self.heads as f64 * self.head_dim as f64 * pairs as f64
     }
     /// Keys query row `i` sees (bottom-right causal alignment).
     fn visible_keys(&self, i: usize) -> usize {
@@ -54,10 +54,19 @@ const CHECKED_ROWS: usize = 6;
 
 pub fn run(ctx: &Ctx, shape: Shape, naive: bool) -> CmdResult {
     let Shape { batch, heads, kv_heads, q_len, kv_len, head_dim: d, causal } = shape;
-    let q = uniform(batch * heads * q_len * d, 11);
-    let k = uniform(batch * kv_heads * kv_len * d, 12);
-    let v = uniform(batch * kv_heads * kv_len * d, 13);
-    let mut out = vec![0.0f32; batch * heads * q_len * d];
+    positive(&[
+        ("batch", batch),
+        ("heads", heads),
+        ("kv-heads", kv_heads),
+        ("q-len", q_len),
+        ("kv-len", kv_len),
+        ("head-dim", d),
+    ])?;
+    divides(heads, kv_heads)?;
+    let q = uniform("Q", &[batch, heads, q_len, d], 11)?;
+    let k = uniform("K", &[batch, kv_heads, kv_len, d], 12)?;
+    let v = uniform("V", &[batch, kv_heads, kv_len, d], 13)?;
+    let mut out = zeros("the output", &[batch, heads, q_len, d])?;
     let params = AttentionParams {
         causal: causal.then_some(CausalAlign::BottomRight),
         isa: Some(ctx.isa),
@@ -77,9 +86,12 @@ pub fn run(ctx: &Ctx, shape: Shape, naive: bool) -> CmdResult {
     let max_err = sampled_error(shape, &q, &k, &v, &out)?;
     report(ctx, "attention", shape, median_s, max_err)?;
     if naive {
-        let mut naive_out = vec![0.0f32; out.len()];
-        let median_s =
-            median_seconds(|| naive_attention(ctx, shape, &q, &k, &v, &mut naive_out).expect("shapes valid"));
+        let mut naive_out = zeros("the naive output", &[batch, heads, q_len, d])?;
+        let mut scores = zeros("the naive score matrix", &[q_len, kv_len])?;
+        let qkv = (&q[..], &k[..], &v[..]);
+        let median_s = median_seconds(|| {
+            naive_attention(ctx, shape, qkv, &mut scores, &mut naive_out).expect("shapes valid")
+        });
         let max_err = sampled_error(shape, &q, &k, &v, &naive_out)?;
         report(ctx, "attention-naive", shape, median_s, max_err)?;
     }
@@ -117,20 +129,18 @@ fn sampled_error(shape: Shape, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) -> 
     Ok(max_err)
 }
 
-/// The textbook path on our matmul: S = Q·Kᵀ·scale (materialised, q_len × kv_len per head),
-/// a row softmax, then O = P·V.
+/// The textbook path on our matmul: S = Q·Kᵀ·scale (materialised in `s`, q_len × kv_len per
+/// head), a row softmax, then O = P·V.
 fn naive_attention(
     ctx: &Ctx,
     shape: Shape,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    s: &mut [f32],
     out: &mut [f32],
 ) -> flashcpu::Result<()> {
     let Shape { batch, heads, kv_heads, q_len, kv_len, head_dim: d, .. } = shape;
     let opts = MatmulOptions { isa: Some(ctx.isa), ..Default::default() };
     let scale = 1.0 / (d as f32).sqrt();
-    let mut s = vec![0.0f32; q_len * kv_len];
     for b in 0..batch {
         for h in 0..heads {
             let kvh = h / (heads / kv_heads);
@@ -139,7 +149,7 @@ fn naive_attention(
             let v_head = &v[(b * kv_heads + kvh) * kv_len * d..][..kv_len * d];
             let q_mat = MatRef::row_major(q_head, q_len, d)?;
             let k_t = MatRef::row_major(k_head, kv_len, d)?.t();
-            matmul_with(&opts, scale, q_mat, k_t, 0.0, MatMut::row_major(&mut s, q_len, kv_len)?)?;
+            matmul_with(&opts, scale, q_mat, k_t, 0.0, MatMut::row_major(s, q_len, kv_len)?)?;
             for (i, row) in s.chunks_exact_mut(kv_len).enumerate() {
                 let keys = shape.visible_keys(i);
                 row[keys..].fill(f32::NEG_INFINITY);
@@ -155,7 +165,7 @@ fn naive_attention(
             matmul_with(
                 &opts,
                 1.0,
-                MatRef::row_major(&s, q_len, kv_len)?,
+                MatRef::row_major(s, q_len, kv_len)?,
                 MatRef::row_major(v_head, kv_len, d)?,
                 0.0,
                 MatMut::row_major(o, q_len, d)?,

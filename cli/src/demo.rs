@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let weights = MhaWeights::random(&cfg, 42)?;
     let mut layer = MultiHeadAttention::new(cfg, weights.clone())?;
     let total = PREFILL + DECODE_STEPS;
-    let x = uniform(total * D_MODEL, 5);
+    let x = uniform("x", &[total, D_MODEL], 5)?;
     let mut out = vec![0.0f32; total * D_MODEL];
     let mut cache = KvCache::new(KvCacheConfig {
         batch: 1,

@@ -143,7 +143,17 @@ struct Common {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout as clap writes them; a bad argument gets one line.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let message = e.render().to_string();
+            let first = message.lines().next().unwrap_or_default();
+            eprintln!("flashcpu: {}", first.strip_prefix("error: ").unwrap_or(first));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Some(Command::Peak { common }) => report::with_pool(&common, report::peak),
         Some(Command::Bench { op: BenchOp::Matmul { m, n, k, common } }) => {

@@ -1,6 +1,6 @@
 //! `flashcpu bench matmul`.
 
-use crate::data::uniform;
+use crate::data::{positive, uniform, zeros};
 use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{MatMut, MatRef, MatmulOptions, matmul_with, reference};
 
@@ -8,9 +8,10 @@ use flashcpu::{MatMut, MatRef, MatmulOptions, matmul_with, reference};
 const CHECKED_ROWS: usize = 8;
 
 pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
-    let a = uniform(m * k, 1);
-    let b = uniform(k * n, 2);
-    let mut c = vec![0.0f32; m * n];
+    positive(&[("m", m), ("n", n), ("k", k)])?;
+    let a = uniform("A", &[m, k], 1)?;
+    let b = uniform("B", &[k, n], 2)?;
+    let mut c = zeros("C", &[m, n])?;
     let opts = MatmulOptions { isa: Some(ctx.isa), ..Default::default() };
     let call = |c: &mut [f32]| -> flashcpu::Result<()> {
         matmul_with(
@@ -31,6 +32,6 @@ pub fn run(ctx: &Ctx, m: usize, n: usize, k: usize) -> CmdResult {
             max_err = max_err.max((f64::from(c[i * n + j]) - want).abs());
         }
     }
-    let flops = 2.0 * (m * n * k) as f64;
+    let flops = 2.0 * m as f64 * n as f64 * k as f64;
     emit_rate(ctx, "matmul", &format!("{m}x{k}x{n}"), median_s, flops, &[("max_abs_err", max_err)])
 }

@@ -1,6 +1,6 @@
 //! `flashcpu bench mha`: one multi-head attention layer forward (projections + attention).
 
-use crate::data::uniform;
+use crate::data::{divides, ensure_fits, positive, uniform, zeros};
 use crate::report::{CmdResult, Ctx, emit_rate, median_seconds};
 use flashcpu::{AttentionParams, CausalAlign, MhaConfig, MultiHeadAttention};
 
@@ -16,11 +16,21 @@ pub struct MhaShape {
 }
 
 pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
-    if s.heads == 0 || !s.d_model.is_multiple_of(s.heads) {
-        return Err(
-            format!("--d-model {} must be a positive multiple of --heads {}", s.d_model, s.heads).into()
-        );
+    positive(&[
+        ("d-model", s.d_model),
+        ("heads", s.heads),
+        ("kv-heads", s.kv_heads),
+        ("seq", s.seq),
+        ("batch", s.batch),
+    ])?;
+    if !s.d_model.is_multiple_of(s.heads) {
+        return Err(format!("--d-model {} must be a multiple of --heads {}", s.d_model, s.heads).into());
     }
+    divides(s.heads, s.kv_heads)?;
+    // The layer allocates its four weight matrices and, per forward, about six activations the
+    // size of x: refuse what this machine cannot hold before the library tries.
+    ensure_fits("the layer's weights", &[4, s.d_model, s.d_model])?;
+    ensure_fits("the layer's activations", &[6, s.batch, s.seq, s.d_model])?;
     let head_dim = s.d_model / s.heads;
     let cfg = MhaConfig {
         d_model: s.d_model,
@@ -31,8 +41,8 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
         rope: None,
     };
     let mut layer = MultiHeadAttention::random(cfg, 7)?;
-    let x = uniform(s.batch * s.seq * s.d_model, 3);
-    let mut out = vec![0.0f32; x.len()];
+    let x = uniform("x", &[s.batch, s.seq, s.d_model], 3)?;
+    let mut out = zeros("the output", &[s.batch, s.seq, s.d_model])?;
     let params = AttentionParams {
         causal: s.causal.then_some(CausalAlign::BottomRight),
         isa: Some(ctx.isa),
@@ -41,7 +51,7 @@ pub fn run(ctx: &Ctx, s: MhaShape) -> CmdResult {
     layer.forward(&x, s.batch, s.seq, &mut out, &params)?;
     let median_s =
         median_seconds(|| layer.forward(&x, s.batch, s.seq, &mut out, &params).expect("validated above"));
-    let pairs = if s.causal { s.seq * (s.seq + 1) / 2 } else { s.seq * s.seq };
+    let pairs = if s.causal { s.seq.saturating_mul(s.seq + 1) / 2 } else { s.seq.saturating_mul(s.seq) };
     let label = format!(
         "b{}s{}dm{}h{}kv{}{}",
         s.batch,

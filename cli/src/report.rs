@@ -5,7 +5,10 @@ use flashcpu::IsaKind;
 use std::error::Error;
 use std::time::Instant;
 
-pub type CmdResult = Result<(), Box<dyn Error + Send + Sync>>;
+pub type CmdResult<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Most threads `--threads` accepts: far beyond any machine's cores, short of what the OS refuses.
+const MAX_THREADS: usize = 1024;
 
 /// What a command needs once the pool is up.
 pub struct Ctx {
@@ -28,8 +31,8 @@ pub fn with_pool(common: &Common, f: impl FnOnce(&Ctx) -> CmdResult + Send) -> C
     };
     let threads =
         common.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        return Err("--threads must be at least 1".into());
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(format!("--threads must be between 1 and {MAX_THREADS}").into());
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     pool.install(|| f(&Ctx { threads, isa, json: common.json }))

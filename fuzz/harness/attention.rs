@@ -8,7 +8,7 @@
 //! q_len kv_len d dv          % 21, % 21, % 17, % 17
 //! tweak                      one byte in 8 picks a shape defect (% 9): 0 K batch+1, 1 V batch+1,
 //!                            2 K d+1, 3 V kv_len+1, 4 V heads+1, 5 heads+1, 6 out dv+1,
-//!                            7 out q_len+1, 8 lse length+1
+//!                            7 out q_len+1, 8 lse q_len+1
 //! isa parallelism lse        an index into available_isas(); even: Sequential, odd: Rayon;
 //!                            % 3: 0 no lse, else an lse buffer
 //! scale causal window        SCALES (or BAD_SCALES); an alignment; % 3 == 0 gives a window with
@@ -175,19 +175,17 @@ impl Layout {
     }
 
     fn view<'a>(&self, data: &'a [f32]) -> flashcpu::Result<View4<'a>> {
-        let [b, h, l, d] = self.shape;
         match self.via {
             Via::Bhld => View4::bhld(data, self.shape),
-            Via::Blhd => View4::blhd(data, [b, l, h, d]),
+            Via::Blhd => View4::blhd(data, self.shape),
             Via::New => View4::new(data, self.shape, self.strides),
         }
     }
 
     fn view_mut<'a>(&self, data: &'a mut [f32]) -> flashcpu::Result<View4Mut<'a>> {
-        let [b, h, l, d] = self.shape;
         match self.via {
             Via::Bhld => View4Mut::bhld(data, self.shape),
-            Via::Blhd => View4Mut::blhd(data, [b, l, h, d]),
+            Via::Blhd => View4Mut::blhd(data, self.shape),
             Via::New => View4Mut::new(data, self.shape, self.strides),
         }
     }
@@ -290,7 +288,8 @@ pub fn run(data: &[u8]) {
     let isa = bytes.pick(&available_isas());
     let parallelism =
         if bytes.byte().is_multiple_of(2) { Parallelism::Sequential } else { Parallelism::Rayon };
-    let lse_len = (bytes.below(3) != 0).then_some(batch * heads * q_len + grow(8));
+    let lse_shape = (bytes.below(3) != 0).then_some([batch, heads, q_len + grow(8), 1]);
+    let lse_len = lse_shape.map(|s| s.iter().product::<usize>());
 
     let scale = mostly(&mut bytes, &SCALES, &BAD_SCALES);
     let causal = bytes.pick(&[None, Some(CausalAlign::TopLeft), Some(CausalAlign::BottomRight)]);
@@ -383,7 +382,7 @@ pub fn run(data: &[u8]) {
     defect(lv.shape[1] != lk.shape[1] || lv.shape[2] != lk.shape[2], Kind::Shape, "K and V");
     defect(heads > 0 && (kv_heads == 0 || heads % kv_heads != 0), Kind::Shape, "head ratio");
     defect(lo.shape != [batch, heads, q_len, dv], Kind::Shape, "output shape");
-    defect(lse_len.is_some_and(|n| n != batch * heads * q_len), Kind::Shape, "lse length");
+    defect(lse_shape.is_some_and(|s| s != [batch, heads, q_len, 1]), Kind::Shape, "lse shape");
     let scale_used = scale.unwrap_or(if d == 0 { 1.0 } else { 1.0 / (d as f32).sqrt() });
     defect(!(scale_used.is_finite() && scale_used > 0.0), Kind::Invalid, "scale");
     defect(softcap.is_some_and(|c| !(c.is_finite() && c > 0.0)), Kind::Invalid, "softcap");
@@ -407,7 +406,8 @@ pub fn run(data: &[u8]) {
     defect(bias_shape.is_some_and(|s| !broadcasts(s)), Kind::Shape, "bias shape");
     defect(mask_shape.is_some_and(|s| !broadcasts(s)), Kind::Shape, "mask shape");
 
-    let result = attention_with_lse(q, k, v, out, lse.as_deref_mut(), &params);
+    let lse_view = lse.as_deref_mut().zip(lse_shape).map(|(l, s)| View4Mut::bhld(l, s).expect("a dense lse"));
+    let result = attention_with_lse(q, k, v, out, lse_view, &params);
     if !defects.is_empty() {
         let explained =
             result.as_ref().err().and_then(kind).is_some_and(|k| defects.iter().any(|d| d.0 == k));

@@ -16,8 +16,9 @@
 //! - a view constructor that disagrees with the exact bounds rule, or that accepts output strides
 //!   sending two indices to one element (refusing distinct ones is allowed: the check is
 //!   conservative);
-//! - `Err` for a valid call; anything but `ShapeMismatch` for mismatched shapes; an `Err` that
-//!   wrote to C; any write outside C's view;
+//! - `Err` for a valid call; anything but `ShapeMismatch` for mismatched shapes, or but
+//!   `InvalidParameter` for a NaN or infinite α or β; an `Err` that wrote to C; any write outside
+//!   C's view;
 //! - an element whose inputs (its row of A and column of B, α when k > 0, β and the old C element
 //!   when β ≠ 0) are all finite but that is not finite and within tolerance of the f64 reference;
 //!   one with a NaN input that is not NaN; one with an infinite input that is finite.
@@ -164,6 +165,15 @@ pub fn run(data: &[u8]) {
     if tweak < 4 {
         assert!(matches!(result, Err(Error::ShapeMismatch(_))), "{what}: mismatched shapes gave {result:?}");
         let same = c_data.iter().zip(&c_before).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what}: an Err wrote to C");
+        return;
+    }
+    let same = c_data.iter().zip(&c_before).all(|(x, y)| x.to_bits() == y.to_bits());
+    if !(alpha.is_finite() && beta.is_finite()) {
+        assert!(
+            matches!(result, Err(Error::InvalidParameter(_))),
+            "{what}: a non-finite factor gave {result:?}"
+        );
         assert!(same, "{what}: an Err wrote to C");
         return;
     }

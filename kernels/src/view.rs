@@ -108,9 +108,12 @@ impl<'a, T: Copy> MatRef<'a, T> {
         self.data[i * self.row_stride + j * self.col_stride]
     }
 
-    /// The block of rows `r0..r0 + rows` and columns `c0..c0 + cols`; panics when it does not fit.
+    /// The block of rows `r0..r0 + rows` and columns `c0..c0 + cols`; panics when it does not fit
+    /// (an end past `usize::MAX` included).
     pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> MatRef<'a, T> {
-        assert!(r0 + rows <= self.rows && c0 + cols <= self.cols, "block outside the view");
+        let fits =
+            |start: usize, len: usize, all: usize| start.checked_add(len).is_some_and(|end| end <= all);
+        assert!(fits(r0, rows, self.rows) && fits(c0, cols, self.cols), "block outside the view");
         let start = if rows == 0 || cols == 0 { 0 } else { r0 * self.row_stride + c0 * self.col_stride };
         MatRef { data: &self.data[start..], rows, cols, ..*self }
     }
@@ -319,12 +322,14 @@ impl<'a> View4Mut<'a> {
         self.shape
     }
     /// The `len × dim` matrices of every `(batch, head)`, batch-major. They are disjoint, so each
-    /// can go to a different thread.
+    /// can go to a different thread. Panics when `batch·heads` overflows (only a view without
+    /// elements can have that many).
     pub fn into_matrices(self) -> Vec<MatMut<'a>> {
         let [batch, heads, rows, cols] = self.shape;
         let [sb, sh, rs, cs] = self.strides;
         let empty = rows == 0 || cols == 0;
-        let mut out = Vec::with_capacity(batch * heads);
+        let count = batch.checked_mul(heads).expect("View4Mut::into_matrices: batch·heads overflows usize");
+        let mut out = Vec::with_capacity(count);
         for b in 0..batch {
             for h in 0..heads {
                 let offset = if empty { 0 } else { b * sb + h * sh };

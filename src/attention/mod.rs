@@ -15,10 +15,10 @@ pub use kv::KvElement;
 pub use merge::merge;
 pub use params::{AttentionParams, CausalAlign, Window};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::isa::resolve;
 use crate::matmul::Parallelism;
-use crate::scratch::{Slot, empty_slot, with_buffer};
+use crate::scratch::{Slot, empty_slot, reserve, try_filled, with_buffer};
 use crate::view::{View4, View4Mut};
 
 use flashcpu_kernels::attention::attend;
@@ -66,27 +66,57 @@ pub fn attention<T: KvElement>(
 }
 
 /// [`attention`] that also writes each row's log-sum-exp `ln Σ_j e^(s_ij)` (sink included) into
-/// `lse`, dense `[B, H, q_len]`; −∞ for a row that sees no key. With [`merge`], partial results
-/// over disjoint key sets combine exactly.
+/// `lse`, a `[B, H, q_len, 1]` view with any strides (`View4Mut::bhld(&mut lse, [b, h, q_len, 1])`
+/// for dense memory); −∞ for a row that sees no key. With [`merge`], partial results over disjoint
+/// key sets combine exactly.
+///
+/// A call with nothing to write (an output and lse without elements) returns `Ok` at once,
+/// whatever its other sizes. Buffers the call needs beyond its views (scratch, the partial
+/// results of a long decode) that cannot be allocated give [`Error::OutOfMemory`].
 pub fn attention_with_lse<T: KvElement>(
     q: View4<'_>,
     k: View4<'_, T>,
     v: View4<'_, T>,
     out: View4Mut<'_>,
-    lse: Option<&mut [f32]>,
+    lse: Option<View4Mut<'_>>,
     params: &AttentionParams<'_>,
 ) -> Result<()> {
     let isa = resolve(params.isa)?;
-    let dims = validate::validate(q.shape(), k.shape(), v.shape(), &out, lse.as_deref(), params)?;
+    let lse_shape = lse.as_ref().map(View4Mut::shape);
+    let dims = validate::validate(q.shape(), k.shape(), v.shape(), out.shape(), lse_shape, params)?;
+    let writes = |shape: [usize; 4]| !shape.contains(&0);
+    if !writes(out.shape()) && lse_shape.is_none_or(|s| !writes(s)) {
+        return Ok(());
+    }
     let (k, v) = (kv::KvView::new(k), kv::KvView::new(v));
     let plan = plan::plan(&dims, &flashcpu_kernels::blocking::Blocking::of(isa));
+    reserve(&TILE_SCRATCH, plan::checked_scratch_len(&dims, &plan)?)?;
+    // The kernels write a dense lse; it goes to the caller's view at the end.
+    let mut lse_rows =
+        lse.as_ref().map(|_| try_filled(dims.batch * dims.heads * dims.q_len, 0.0)).transpose()?;
     if plan.splits == 1 {
-        let jobs = plan::jobs(isa, &dims, &plan, params, (q, k, v), out, lse, (0, dims.kv_len));
+        let jobs =
+            plan::jobs(isa, &dims, &plan, params, (q, k, v), out, lse_rows.as_deref_mut(), (0, dims.kv_len));
         run(params.parallelism, isa, jobs);
     } else {
-        split_kv(isa, &dims, &plan, params, (q, k, v), out, lse);
+        split_kv(isa, &dims, &plan, params, (q, k, v), out, lse_rows.as_deref_mut())?;
+    }
+    if let (Some(lse), Some(rows)) = (lse, lse_rows) {
+        write_rows(lse, &rows, 1);
     }
     Ok(())
+}
+
+/// Copies dense `[B, H, q_len, width]` rows into `dest`, a view of that shape.
+fn write_rows(dest: View4Mut<'_>, rows: &[f32], width: usize) {
+    let per_head = dest.shape()[2] * width;
+    for (mut m, head) in dest.0.into_matrices().into_iter().zip(rows.chunks(per_head.max(1))) {
+        for (i, row) in head.chunks(width.max(1)).enumerate() {
+            for (c, &x) in row.iter().enumerate() {
+                m.set(i, c, x);
+            }
+        }
+    }
 }
 
 /// Runs work items on rayon (or the calling thread), each with this thread's scratch.
@@ -102,7 +132,8 @@ fn run(parallelism: Parallelism, isa: flashcpu_kernels::Isa, jobs: Vec<plan::Job
 
 /// Flash-decoding: each key split writes a partial (O, lse) for every query row into its own
 /// buffer, then the splits merge in order 0, 1, 2, … through [`merge`], so the result is the same
-/// for any thread count. Extra memory: `splits × B·H·q_len·(d_v + 1)` floats (q_len ≤ 16 here).
+/// for any thread count. Extra memory: `splits × B·H·q_len·(d_v + 1)` floats (q_len ≤ 16 here),
+/// allocated before anything is written.
 fn split_kv(
     isa: flashcpu_kernels::Isa,
     dims: &validate::Dims,
@@ -111,15 +142,23 @@ fn split_kv(
     qkv: (View4<'_>, kv::KvView<'_>, kv::KvView<'_>),
     out: View4Mut<'_>,
     lse: Option<&mut [f32]>,
-) {
+) -> Result<()> {
     let (rows, dv) = (dims.batch * dims.heads * dims.q_len, dims.dv);
     let shape = [dims.batch, dims.heads, dims.q_len, dv];
-    let mut part_out = vec![0.0f32; plan.splits * rows * dv];
-    let mut part_lse = vec![0.0f32; plan.splits * rows];
+    let too_many = || Error::OutOfMemory(format!("{} key splits of {rows} rows of {dv} floats", plan.splits));
+    let part_len = |width: usize| plan.splits.checked_mul(rows * width).ok_or_else(too_many);
+    let mut part_out = try_filled(part_len(dv)?, 0.0f32)?;
+    let mut part_lse = try_filled(part_len(1)?, 0.0f32)?;
+    let mut jobs = Vec::new();
+    let jobs_per_split = dims.batch * dims.kv_heads * dims.q_len.div_ceil(plan.br);
+    jobs.try_reserve_exact(plan.splits * jobs_per_split).map_err(|_| too_many())?;
     // A sink joins the softmax denominator once: split 0 carries it, the others do not.
     let without_sink = AttentionParams { sinks: None, ..*params };
-    let mut jobs = Vec::new();
-    for (s, (o, l)) in part_out.chunks_mut(rows * dv).zip(part_lse.chunks_mut(rows)).enumerate() {
+    let (mut outs, mut lses) = (&mut part_out[..], &mut part_lse[..]);
+    for s in 0..plan.splits {
+        let (o, rest_out) = std::mem::take(&mut outs).split_at_mut(rows * dv);
+        let (l, rest_lse) = std::mem::take(&mut lses).split_at_mut(rows);
+        (outs, lses) = (rest_out, rest_lse);
         let keys = (s * plan.keys_per_split, ((s + 1) * plan.keys_per_split).min(dims.kv_len));
         let dest = View4Mut::bhld(o, shape).expect("dense partial buffer");
         let p = if s == 0 { params } else { &without_sink };
@@ -130,20 +169,15 @@ fn split_kv(
     // Merge split s into split 0, row block by row block, in split order.
     let (first_out, rest_out) = part_out.split_at_mut(rows * dv);
     let (first_lse, rest_lse) = part_lse.split_at_mut(rows);
-    for (o, l) in rest_out.chunks(rows * dv).zip(rest_lse.chunks(rows)) {
+    for s in 0..plan.splits - 1 {
+        let (o, l) = (&rest_out[s * rows * dv..][..rows * dv], &rest_lse[s * rows..][..rows]);
         merge(first_out, first_lse, o, l, dv).expect("partials share one shape");
     }
-    let per_head = dims.q_len * dv;
-    for (bh, mut m) in out.0.into_matrices().into_iter().enumerate() {
-        for i in 0..dims.q_len {
-            for c in 0..dv {
-                m.set(i, c, first_out[bh * per_head + i * dv + c]);
-            }
-        }
-    }
+    write_rows(out, first_out, dv);
     if let Some(lse) = lse {
         lse.copy_from_slice(first_lse);
     }
+    Ok(())
 }
 
 #[cfg(test)]

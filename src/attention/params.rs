@@ -3,7 +3,16 @@
 use crate::IsaKind;
 use crate::matmul::Parallelism;
 use crate::view::View4;
-pub use flashcpu_kernels::reference::CausalAlign;
+
+/// Causal alignment: which diagonal a query row's last visible key sits on. The two agree when
+/// `q_len = key_len`; they differ when the queries are the last rows of a longer sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CausalAlign {
+    /// Query i sees keys `j ≤ i` (PyTorch `is_causal`).
+    TopLeft,
+    /// Query i sees keys `j ≤ i + key_len − q_len` (FlashAttention, KV caches).
+    BottomRight,
+}
 
 /// A sliding window around the bottom-right diagonal: query i sees keys j with
 /// `i + off − left ≤ j ≤ i + off + right`, where `off = key_len − q_len`. `None` leaves a side

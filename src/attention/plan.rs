@@ -4,6 +4,7 @@
 use super::kv::KvView;
 use super::params::{AttentionParams, CausalAlign};
 use super::validate::Dims;
+use crate::error::{Error, Result};
 use crate::view::{View4, View4Mut};
 use flashcpu_kernels::Isa;
 use flashcpu_kernels::attention::{HeadTile, KeyRule, TileJob, all_finite, scratch_len};
@@ -69,6 +70,24 @@ pub(super) fn plan(dims: &Dims, blk: &Blocking) -> Plan {
         splits,
         keys_per_split: dims.kv_len.div_ceil(splits).max(1),
     }
+}
+
+/// Largest product of an item's query rows and its widest dimension (d, d_v or keys per tile)
+/// whose scratch is attempted: 2^40 floats is far past any memory, and below it the kernel's
+/// scratch length cannot overflow.
+const MAX_SCRATCH_SIDE: usize = 1 << 40;
+
+/// The floats of scratch each work item needs, or `Err` for sizes no machine holds.
+pub(super) fn checked_scratch_len(dims: &Dims, plan: &Plan) -> Result<usize> {
+    let group = dims.heads / dims.kv_heads.max(1);
+    let widest = dims.d.max(dims.dv).max(plan.bc);
+    let rows = group.saturating_mul(plan.br);
+    if rows.saturating_mul(widest) > MAX_SCRATCH_SIDE {
+        return Err(Error::OutOfMemory(format!("attention scratch for {rows} query rows of width {widest}")));
+    }
+    scratch_len(rows, dims.d, dims.dv, plan.bc).ok_or_else(|| {
+        Error::OutOfMemory(format!("attention scratch for {rows} query rows of width {widest}"))
+    })
 }
 
 /// One work item and the scratch it needs.

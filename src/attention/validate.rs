@@ -3,7 +3,6 @@
 
 use super::params::AttentionParams;
 use crate::error::{Error, Result};
-use crate::view::View4Mut;
 
 /// Largest window side accepted: far beyond any sequence, small enough that row ± window never
 /// overflows i64.
@@ -35,8 +34,8 @@ pub(super) fn validate(
     q_shape: [usize; 4],
     k_shape: [usize; 4],
     v_shape: [usize; 4],
-    out: &View4Mut<'_>,
-    lse: Option<&[f32]>,
+    out_shape: [usize; 4],
+    lse_shape: Option<[usize; 4]>,
     p: &AttentionParams<'_>,
 ) -> Result<Dims> {
     let [batch, heads, q_len, d] = q_shape;
@@ -54,17 +53,13 @@ pub(super) fn validate(
     if heads > 0 && (kv_heads == 0 || heads % kv_heads != 0) {
         return Err(mismatch(format!("{heads} query heads are not a multiple of {kv_heads} KV heads")));
     }
-    if out.shape() != [batch, heads, q_len, dv] {
-        return Err(mismatch(format!(
-            "output is {:?}, expected {:?}",
-            out.shape(),
-            [batch, heads, q_len, dv]
-        )));
+    if out_shape != [batch, heads, q_len, dv] {
+        return Err(mismatch(format!("output is {out_shape:?}, expected {:?}", [batch, heads, q_len, dv])));
     }
-    if let Some(lse) = lse
-        && Some(lse.len()) != batch.checked_mul(heads).and_then(|x| x.checked_mul(q_len))
+    if let Some(lse_shape) = lse_shape
+        && lse_shape != [batch, heads, q_len, 1]
     {
-        return Err(mismatch(format!("lse has {} floats, expected {batch}·{heads}·{q_len}", lse.len())));
+        return Err(mismatch(format!("lse is {lse_shape:?}, expected {:?}", [batch, heads, q_len, 1])));
     }
     let scale = p.scale.unwrap_or(if d == 0 { 1.0 } else { 1.0 / (d as f32).sqrt() });
     if !(scale.is_finite() && scale > 0.0) {

@@ -204,7 +204,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
     ld: usize,
     ahead: &AheadRows,
 ) {
-    const { assert!(R * KB <= 8) };
+    const { assert!(R * KB <= 8 && S::LANES <= 16, "8 sums, stored through a 16-float array") };
     assert!(st.len() >= (R - 1) * ld + j0 + KB);
     let d = k.cols();
     let lanes = S::LANES;
@@ -246,7 +246,7 @@ fn dots<S: Simd, T: Element, const R: usize, const KB: usize>(
         flat[i] = *a;
     }
     let mut sums = [0.0f32; 16];
-    // SAFETY: `sums` holds 16 ≥ LANES floats.
+    // SAFETY: `sums` holds 16 ≥ LANES floats (asserted at compile time above).
     unsafe { s.store(sums.as_mut_ptr(), s.sum8(flat)) };
     let stp = st.as_mut_ptr();
     for r in 0..R {
