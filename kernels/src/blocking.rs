@@ -134,7 +134,8 @@ impl Blocking {
     }
 
     /// Keys per K/V tile for heads of width `d` (keys) and `dv` (values): a multiple of MR (the keys
-    /// are the rows of Sᵀ = K·Qᵀ) whose K or V tile fills [`KV_TILE_BYTES`].
+    /// are the rows of Sᵀ = K·Qᵀ) whose K or V tile fills 96 KiB, so that a K and a V tile stay in
+    /// L2 beside the work item.
     pub fn attention_keys(&self, d: usize, dv: usize) -> usize {
         let row_bytes = d.max(dv).max(1).saturating_mul(size_of::<f32>());
         round_down(KV_TILE_BYTES / row_bytes, self.mr).clamp(4 * self.mr, MAX_KEYS_PER_TILE)
