@@ -6,6 +6,8 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+#[cfg(feature = "candle")]
+pub mod candle;
 mod error;
 mod isa;
 mod kvcache;
