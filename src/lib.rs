@@ -6,6 +6,8 @@
 #![deny(missing_docs)]
 
 mod attention;
+#[cfg(feature = "candle")]
+pub mod candle;
 mod error;
 mod isa;
 mod kvcache;
