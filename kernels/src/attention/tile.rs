@@ -366,7 +366,12 @@ fn stream_typed<S: Simd, T: Element>(
 ) {
     let (k, v) = (k.and_then(T::typed), v.and_then(T::typed));
     let empty = k.or(v).expect("one tile is present, stored in T").block(0, 0, 0, 0);
-    rows::stream_tiles(s, q, k.unwrap_or(empty), st, p, ld, v.unwrap_or(empty), o, ahead);
+    let (k, v) = (k.unwrap_or(empty), v.unwrap_or(empty));
+    // Outlined: inlined into every call site, an unoptimised build's frame grew past 1 MiB.
+    s.outlined(
+        #[inline(always)]
+        |s| rows::stream_tiles(s, q, k, st, p, ld, v, o, ahead),
+    );
 }
 
 /// Stacked rows up to which an item uses the row-wise layout (4 query rows of a 4-head group,

@@ -195,4 +195,18 @@ impl Simd for Avx2Fma {
             _mm_cvtss_f32(s)
         }
     }
+    #[inline(always)]
+    fn outlined<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        // SAFETY: the token proves the features.
+        unsafe { outlined_avx2(self, f) }
+    }
+}
+
+/// [`Simd::outlined`]'s function of its own.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn outlined_avx2<R>(s: Avx2Fma, f: impl FnOnce(Avx2Fma) -> R) -> R {
+    f(s)
 }

@@ -189,4 +189,18 @@ impl Simd for Avx512 {
         // SAFETY: the token proves AVX-512F is available.
         unsafe { _mm512_reduce_max_ps(a) }
     }
+    #[inline(always)]
+    fn outlined<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        // SAFETY: the token proves the features.
+        unsafe { outlined_avx512(self, f) }
+    }
+}
+
+/// [`Simd::outlined`]'s function of its own.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2, FMA, F16C.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn outlined_avx512<R>(s: Avx512, f: impl FnOnce(Avx512) -> R) -> R {
+    f(s)
 }

@@ -111,6 +111,16 @@ pub trait Simd: sealed::Sealed + Copy + Send + Sync + 'static {
     fn reduce_sum(self, a: Self::V) -> f32;
     /// Maximum of all lanes (NaN handling as in [`Simd::max`], lane order unspecified).
     fn reduce_max(self, a: Self::V) -> f32;
+
+    /// `f(self)`, called from a function of its own that is compiled for this token's features.
+    ///
+    /// An optimised build inlines both, and the code is what calling `f` in place would give. An
+    /// unoptimised build inlines only `#[inline(always)]` code, and keeps every local of an inlined
+    /// body in a stack slot of its own: a kernel entry point that inlined all its variants needed
+    /// over 1 MiB of stack there. Each variant called through `outlined` gets a frame of its own.
+    /// `f` must be an `#[inline(always)]` closure: a closure does not inherit the features of the
+    /// function it is defined in, only of the one it is inlined into (here, the outlined one).
+    fn outlined<R>(self, f: impl FnOnce(Self) -> R) -> R;
 }
 
 /// The instruction sets flashcpu has kernels for.

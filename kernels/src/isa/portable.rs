@@ -120,4 +120,13 @@ impl Simd for Portable {
     fn reduce_max(self, a: f32x8) -> f32 {
         a.to_array().into_iter().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m })
     }
+    #[inline(always)]
+    fn outlined<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        outlined_portable(self, f)
+    }
+}
+
+/// [`Simd::outlined`]'s function of its own: no features to enable, so a plain function.
+fn outlined_portable<R>(s: Portable, f: impl FnOnce(Portable) -> R) -> R {
+    f(s)
 }
