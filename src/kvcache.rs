@@ -16,7 +16,7 @@
 
 use crate::attention::{AttentionParams, KvElement, Window, attention_with_lse};
 use crate::error::{Error, Result};
-use crate::view::{View4, View4Mut, dense_lse};
+use crate::view::{View4, View4Mut};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use std::ops::Range;
@@ -239,7 +239,7 @@ impl<T: Element> Keys<'_, T> {
         &self,
         q: View4<'_>,
         out: View4Mut<'_>,
-        lse: Option<&mut [f32]>,
+        lse: Option<View4Mut<'_>>,
         params: &AttentionParams<'_>,
     ) -> Result<()> {
         let lens: Vec<usize> = self.spans.iter().map(Range::len).collect();
@@ -253,8 +253,6 @@ impl<T: Element> Keys<'_, T> {
                 (&gathered, 0)
             }
         };
-        let [batch, heads, q_len, _] = q.shape();
-        let lse = lse.map(|l| dense_lse(l, [batch, heads, q_len])).transpose()?;
         attention_with_lse(q, keys.view(0, from, kv_len)?, keys.view(1, from, kv_len)?, out, lse, &params)
     }
 
@@ -506,12 +504,14 @@ impl KvCache {
     /// [`KvCache::key_columns`] columns, column j of sequence b being position
     /// `positions(b).start + j`. The cache sets the key lengths: `params.key_lengths` must be
     /// `None`. A ring applies its window (a tighter `params.window` is kept; a wider one is an
-    /// `Err`, since its keys are gone). On `Err`, `out` and `lse` are untouched.
+    /// `Err`, since its keys are gone). `lse`, if given, is a `[batch, heads, q_len, 1]` view (any
+    /// strides) that receives each row's log-sum-exp, as in [`crate::attention_with_lse`]. On
+    /// `Err`, `out` and `lse` are untouched.
     pub fn attend(
         &self,
         q: View4<'_>,
         out: View4Mut<'_>,
-        lse: Option<&mut [f32]>,
+        lse: Option<View4Mut<'_>>,
         params: &AttentionParams<'_>,
     ) -> Result<()> {
         let params = self.params_for(&self.held, q.shape()[2], params)?;
@@ -528,7 +528,7 @@ impl KvCache {
         (k, v): (View4<'_>, View4<'_>),
         q: View4<'_>,
         out: View4Mut<'_>,
-        lse: Option<&mut [f32]>,
+        lse: Option<View4Mut<'_>>,
         params: &AttentionParams<'_>,
     ) -> Result<()> {
         let n = self.check_chunk(k, v, self.cfg.batch)?;

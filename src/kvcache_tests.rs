@@ -143,7 +143,7 @@ fn attend(cache: &KvCache, q: View4<'_>, params: &AttentionParams<'_>) -> crate:
     let [b, h, n, _] = q.shape();
     let mut out = Tensor::filled([b, h, n, cache.config().value_dim], SENTINEL);
     let mut lse = vec![SENTINEL; b * h * n];
-    cache.attend(q, out.view_mut(), Some(&mut lse), params)?;
+    cache.attend(q, out.view_mut(), Some(View4Mut::bhld(&mut lse, [b, h, n, 1])?), params)?;
     Ok(Run { out, lse })
 }
 
@@ -960,25 +960,26 @@ fn refused_attend_calls_leave_the_output_untouched() {
     for p in 0..7 {
         append_all(&mut plain, k, v, p, 1).unwrap();
         append_all(&mut ring, k, v, p, 1).unwrap();
-        // (q shape, out shape, lse length): each wrong in one way.
+        // (q shape, out shape, lse shape): each wrong in one way.
         let cases = [
-            ([1, h, 1, d], [1, h, 1, dv], batch * h),
-            ([3, h, 1, d], [3, h, 1, dv], 3 * h),
-            ([batch, 3, 1, d], [batch, 3, 1, dv], batch * 3),
-            ([batch, h, 1, d + 1], [batch, h, 1, dv], batch * h),
-            ([batch, h, 1, d], [batch, h, 1, dv + 1], batch * h),
-            ([batch, h, 1, d], [batch, h, 2, dv], batch * h),
-            ([batch, h, 1, d], [batch, h, 1, dv], batch * h + 1),
+            ([1, h, 1, d], [1, h, 1, dv], [1, h, 1, 1]),
+            ([3, h, 1, d], [3, h, 1, dv], [3, h, 1, 1]),
+            ([batch, 3, 1, d], [batch, 3, 1, dv], [batch, 3, 1, 1]),
+            ([batch, h, 1, d + 1], [batch, h, 1, dv], [batch, h, 1, 1]),
+            ([batch, h, 1, d], [batch, h, 1, dv + 1], [batch, h, 1, 1]),
+            ([batch, h, 1, d], [batch, h, 2, dv], [batch, h, 1, 1]),
+            ([batch, h, 1, d], [batch, h, 1, dv], [batch, h, 2, 1]),
         ];
-        for (qs, os, lse_len) in cases {
+        for (qs, os, ls) in cases {
             for (name, cache) in [("plain", &plain), ("ring", &ring)] {
                 let q = Tensor::filled(qs, 0.25);
                 let mut out = Tensor::filled(os, SENTINEL);
-                let mut lse = vec![SENTINEL; lse_len];
-                let result = cache.attend(q.view(), out.view_mut(), Some(&mut lse), &causal(None, None));
+                let mut lse = vec![SENTINEL; ls.iter().product()];
+                let lse_view = View4Mut::bhld(&mut lse, ls).unwrap();
+                let result = cache.attend(q.view(), out.view_mut(), Some(lse_view), &causal(None, None));
                 assert!(
                     matches!(result, Err(Error::ShapeMismatch(_))),
-                    "{name} at {p}: Q {qs:?}, out {os:?}, lse {lse_len}: {result:?}"
+                    "{name} at {p}: Q {qs:?}, out {os:?}, lse {ls:?}: {result:?}"
                 );
                 assert!(
                     out.data.iter().chain(&lse).all(|&x| x == SENTINEL),
@@ -1400,31 +1401,31 @@ fn refused_append_and_attend_leaves_no_trace() {
                           params: AttentionParams<'_>,
                           q_shape,
                           out_shape,
-                          lse_len| {
+                          lse_shape: [usize; 4]| {
                 let what = format!("{state}, chunk of {n}: {what}");
                 leaves_no_trace(&f, &cache, &what, kind, |c| {
                     let q = Tensor::filled(q_shape, 0.5);
                     let mut out = Tensor::filled(out_shape, SENTINEL);
-                    let mut lse = vec![SENTINEL; lse_len];
+                    let mut lse = vec![SENTINEL; lse_shape.iter().product()];
                     let r = c.append_and_attend(
                         (k.view(), v.view()),
                         q.view(),
                         out.view_mut(),
-                        Some(&mut lse),
+                        Some(View4Mut::bhld(&mut lse, lse_shape).unwrap()),
                         &params,
                     );
                     assert!(out.data.iter().chain(&lse).all(|&x| x == SENTINEL), "{what}: wrote the output");
                     r
                 });
             };
-            let (qs, os, ls) = (q.shape, [2, h, n, dv], 2 * h * n);
+            let (qs, os, ls) = (q.shape, [2, h, n, dv], [2, h, n, 1]);
             if ring {
                 for left in [Some(4), Some(9), Some(usize::MAX)] {
                     let params = causal(Some(Window { left, right: Some(0) }), None);
                     refuse(&format!("window left {left:?}"), invalid, params, qs, os, ls);
                 }
                 // The first of 7 queries reaches back past what the ring holds.
-                refuse("7 queries", invalid, causal(None, None), [2, h, 7, d], [2, h, 7, dv], 2 * h * 7);
+                refuse("7 queries", invalid, causal(None, None), [2, h, 7, d], [2, h, 7, dv], [2, h, 7, 1]);
             }
             let lens_given = [1, 1];
             refuse(
@@ -1457,11 +1458,11 @@ fn refused_append_and_attend_leaves_no_trace() {
                 let params = AttentionParams { mask: Some(mask), ..causal(None, None) };
                 refuse(&format!("mask of {width} columns"), mismatch, params, qs, os, ls);
             }
-            refuse("Q with 3 heads", mismatch, causal(None, None), [2, 3, n, d], [2, 3, n, dv], 2 * 3 * n);
-            refuse("Q of batch 1", mismatch, causal(None, None), [1, h, n, d], [1, h, n, dv], h * n);
+            refuse("Q with 3 heads", mismatch, causal(None, None), [2, 3, n, d], [2, 3, n, dv], [2, 3, n, 1]);
+            refuse("Q of batch 1", mismatch, causal(None, None), [1, h, n, d], [1, h, n, dv], [1, h, n, 1]);
             refuse("Q dim 9", mismatch, causal(None, None), [2, h, n, d + 1], os, ls);
             refuse("output dim 7", mismatch, causal(None, None), qs, [2, h, n, dv - 1], ls);
-            refuse("lse one long", mismatch, causal(None, None), qs, os, ls + 1);
+            refuse("lse one row long", mismatch, causal(None, None), qs, os, [2, h, n + 1, 1]);
         }
         // Chunks the cache refuses before attending.
         let room = if ring { 6 - cache.config().window.unwrap() + 1 } else { 16 - lens[0] };
@@ -1549,7 +1550,7 @@ fn append_and_attend_equals_append_all_then_attend() {
                 (k.view(), v.view()),
                 q,
                 out.view_mut(),
-                Some(&mut lse),
+                Some(View4Mut::bhld(&mut lse, [2, SMALL_HEADS, n, 1]).unwrap()),
                 &causal(None, None),
             )
             .unwrap();

@@ -192,12 +192,3 @@ impl<'a> View4Mut<'a> {
         self.0.shape()
     }
 }
-
-/// A dense `[batch, heads, len]` lse buffer as the `[batch, heads, len, 1]` view that
-/// [`crate::attention_with_lse`] takes; `Err` unless `data` holds exactly that many floats.
-pub(crate) fn dense_lse(data: &mut [f32], [b, h, l]: [usize; 3]) -> Result<View4Mut<'_>> {
-    if Some(data.len()) != b.checked_mul(h).and_then(|n| n.checked_mul(l)) {
-        return Err(Error::ShapeMismatch(format!("lse has {} floats, expected {b}·{h}·{l}", data.len())));
-    }
-    View4Mut::bhld(data, [b, h, l, 1])
-}

@@ -93,7 +93,7 @@ fn snapshot(cache: &KvCache) -> String {
         let result = cache.attend(
             View4::bhld(&q, [batch, HEADS, q_len, D]).unwrap(),
             View4Mut::bhld(&mut out, [batch, HEADS, q_len, DV]).unwrap(),
-            Some(&mut lse),
+            Some(View4Mut::bhld(&mut lse, [batch, HEADS, q_len, 1]).unwrap()),
             &causal(),
         );
         let bits: Vec<u32> = out.iter().chain(&lse).map(|x| x.to_bits()).collect();
@@ -125,14 +125,14 @@ fn attend_into(
     cache: &KvCache,
     q_shape: [usize; 4],
     out_shape: [usize; 4],
-    lse_len: usize,
+    lse_shape: [usize; 4],
     params: &AttentionParams<'_>,
 ) -> flashcpu::Result<()> {
     let q = values(q_shape.iter().product(), 3);
     let mut out = vec![SENTINEL; out_shape.iter().product()];
-    let mut lse = vec![SENTINEL; lse_len];
-    let result =
-        cache.attend(View4::bhld(&q, q_shape)?, View4Mut::bhld(&mut out, out_shape)?, Some(&mut lse), params);
+    let mut lse = vec![SENTINEL; lse_shape.iter().product()];
+    let (q_view, out_view) = (View4::bhld(&q, q_shape)?, View4Mut::bhld(&mut out, out_shape)?);
+    let result = cache.attend(q_view, out_view, Some(View4Mut::bhld(&mut lse, lse_shape)?), params);
     if result.is_err() {
         assert!(out.iter().chain(&lse).all(|&x| x == SENTINEL), "a refused attend wrote its output");
     }
@@ -171,7 +171,7 @@ fn malformed_cache_configurations_are_refused_without_an_abort() {
     check("append to capacity 0", &empty, Want::Invalid, |c| push(c, 0, 1));
     check("append nothing to capacity 0", &empty, Want::Ok, |c| push(c, 0, 0));
     assert_eq!(empty.key_columns(), 0);
-    attend_into(&empty, [2, HEADS, 1, D], [2, HEADS, 1, DV], 2 * HEADS, &causal()).unwrap();
+    attend_into(&empty, [2, HEADS, 1, D], [2, HEADS, 1, DV], [2, HEADS, 1, 1], &causal()).unwrap();
     empty.reset(1).unwrap();
 }
 
@@ -263,17 +263,29 @@ fn malformed_attends_are_refused_with_the_output_untouched() {
     for (name, cache) in caches() {
         let what = |call: &str| format!("{name}: {call}");
         let cols = cache.key_columns();
-        let run =
-            |call: &str, want: Want, q: [usize; 4], out: [usize; 4], lse: usize, p: &AttentionParams<'_>| {
-                check(&what(call), &cache, want, |c| attend_into(c, q, out, lse, p));
-            };
-        let (q, out, lse) = ([2, HEADS, 1, D], [2, HEADS, 1, DV], 2 * HEADS);
-        run("3 query heads for 2 KV heads", Want::Shape, [2, 3, 1, D], [2, 3, 1, DV], 6, &causal());
+        let run = |call: &str,
+                   want: Want,
+                   q: [usize; 4],
+                   out: [usize; 4],
+                   lse: [usize; 4],
+                   p: &AttentionParams<'_>| {
+            check(&what(call), &cache, want, |c| attend_into(c, q, out, lse, p));
+        };
+        let (q, out, lse) = ([2, HEADS, 1, D], [2, HEADS, 1, DV], [2, HEADS, 1, 1]);
+        run(
+            "3 query heads for 2 KV heads",
+            Want::Shape,
+            [2, 3, 1, D],
+            [2, 3, 1, DV],
+            [2, 3, 1, 1],
+            &causal(),
+        );
         run("Q dim 7", Want::Shape, [2, HEADS, 1, D - 1], out, lse, &causal());
-        run("Q of batch 3", Want::Shape, [3, HEADS, 1, D], [3, HEADS, 1, DV], 3 * HEADS, &causal());
+        run("Q of batch 3", Want::Shape, [3, HEADS, 1, D], [3, HEADS, 1, DV], [3, HEADS, 1, 1], &causal());
         run("output dim 8", Want::Shape, q, [2, HEADS, 1, D], lse, &causal());
         run("output of 2 rows", Want::Shape, q, [2, HEADS, 2, DV], lse, &causal());
-        run("lse one short", Want::Shape, q, out, lse - 1, &causal());
+        run("lse of 2 rows", Want::Shape, q, out, [2, HEADS, 2, 1], &causal());
+        run("lse of 2 columns", Want::Shape, q, out, [2, HEADS, 1, 2], &causal());
         let lens = [1, 1];
         run(
             "key lengths given",
@@ -339,7 +351,7 @@ fn malformed_attends_are_refused_with_the_output_untouched() {
                 Want::Invalid,
                 [2, HEADS, 6, D],
                 [2, HEADS, 6, DV],
-                12 * HEADS,
+                [2, HEADS, 6, 1],
                 &causal(),
             );
         }

@@ -77,6 +77,57 @@ pub fn tolerance(exact: f64, naive: f32, magnitude: f64) -> Option<f64> {
         .then(|| 2.0 * (f64::from(naive) - exact).abs() + 4.0 * f64::from(f32::EPSILON) * magnitude)
 }
 
+/// Shape, strides and buffer length of one fuzzed matrix operand.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand {
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub len: usize,
+}
+
+impl Operand {
+    /// An operand with strides `(rs, cs)` and a buffer that fits it with 0..2 elements of slack,
+    /// or (`short`) that ends 1..3 elements early. Where the view needs more than `max_len`
+    /// elements, or its extent overflows, the buffer is a short one of 0..63 elements that the
+    /// view constructors must refuse.
+    pub fn new(
+        bytes: &mut Bytes<'_>,
+        (rows, cols): (usize, usize),
+        (rs, cs): (usize, usize),
+        short: bool,
+        max_len: usize,
+    ) -> Operand {
+        let len = match extent(rows, cols, rs, cs) {
+            Some(e) if short => e.saturating_sub(1 + bytes.below(3)),
+            Some(e) if e <= max_len => e + bytes.below(3),
+            _ => bytes.below(64),
+        };
+        Operand { rows, cols, rs, cs, len }
+    }
+
+    /// Whether the view lies inside its buffer: the bounds rule the constructors must follow.
+    pub fn fits(&self) -> bool {
+        extent(self.rows, self.cols, self.rs, self.cs).is_some_and(|e| e <= self.len)
+    }
+
+    /// Whether no two indices share an element (what an output view needs).
+    pub fn distinct(&self) -> bool {
+        distinct_offsets(self.rows, self.cols, self.rs, self.cs)
+    }
+}
+
+/// A stride byte: mostly small, with three that overflow or reach far past any buffer.
+pub fn stride(b: u8) -> usize {
+    match b {
+        255 => usize::MAX,
+        254 => usize::MAX / 2 + 1,
+        253 => 1 << 33,
+        b => usize::from(b) % 48,
+    }
+}
+
 /// Offset of the last element of a `rows × cols` view plus one: the slice length it needs (0 when
 /// empty), or `None` when that overflows `usize`.
 pub fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {

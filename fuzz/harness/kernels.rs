@@ -10,7 +10,7 @@
 //! lhs rhs            % 3: A packed, read in place, streamed; % 2: B packed, or read in place
 //!                    where `Rhs::direct` allows it
 //! alpha beta         indices into ALPHAS and BETAS
-//! layout of A, B, C  a kind % 6 and its parameter bytes (see `Layout::decode`)
+//! layout of A, B, C  a kind % 6 and its parameter bytes (see `decode`)
 //! block              four bytes: a block of A to compare element by element
 //! A, B, C            each: a scale byte, then every slot of its buffer (gaps included)
 //! tensor             a 4-D shape (each dim % 4), four stride bytes and a length byte
@@ -27,7 +27,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{Bytes, distinct_offsets, extent, tolerance};
+use common::{Bytes, Operand, stride, tolerance};
 use flashcpu_kernels::gemm::{Lhs, PackedA, PackedB, Rhs, macro_kernel};
 use flashcpu_kernels::reference::{matmul_f32_naive, matmul_f64};
 use flashcpu_kernels::view::View4;
@@ -42,68 +42,37 @@ const BETAS: [f32; 6] = [0.0, 1.0, 0.5, -2.3, -0.0, 1e-3];
 /// A value packing never writes: what follows `len_for` floats of a packing buffer must keep it.
 const GUARD: f32 = -7777.0;
 
-/// Shape, strides and buffer length of one operand.
-#[derive(Debug)]
-struct Layout {
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-    len: usize,
+/// Kinds: 0 row-major, 1 column-major, 2 padded rows, 3 zero strides (a broadcast; refused for
+/// C), 4 raw strides from two bytes (may overlap or overflow), 5 row-major 1..3 elements short.
+fn decode(bytes: &mut Bytes<'_>, rows: usize, cols: usize) -> Operand {
+    let kind = bytes.below(6);
+    let strides = match kind {
+        0 | 5 => (cols, 1),
+        1 => (1, rows),
+        2 => (cols + 1 + bytes.below(5), 1),
+        3 => (0, 0),
+        _ => (stride(bytes.byte()), stride(bytes.byte())),
+    };
+    Operand::new(bytes, (rows, cols), strides, kind == 5, 1 << 13)
 }
 
-impl Layout {
-    /// Kinds: 0 row-major, 1 column-major, 2 padded rows, 3 zero strides (a broadcast; refused for
-    /// C), 4 raw strides from two bytes (may overlap or overflow), 5 row-major 1..3 elements short.
-    fn decode(bytes: &mut Bytes<'_>, rows: usize, cols: usize) -> Layout {
-        let kind = bytes.below(6);
-        let (rs, cs) = match kind {
-            0 | 5 => (cols, 1),
-            1 => (1, rows),
-            2 => (cols + 1 + bytes.below(5), 1),
-            3 => (0, 0),
-            _ => (stride(bytes.byte()), stride(bytes.byte())),
-        };
-        let len = match extent(rows, cols, rs, cs) {
-            Some(e) if kind == 5 => e.saturating_sub(1 + bytes.below(3)),
-            Some(e) if e <= 1 << 13 => e + bytes.below(3),
-            _ => bytes.below(64),
-        };
-        Layout { rows, cols, rs, cs, len }
-    }
-
-    fn fits(&self) -> bool {
-        extent(self.rows, self.cols, self.rs, self.cs).is_some_and(|e| e <= self.len)
-    }
-
-    /// `MatRef::new` must follow the bounds rule exactly.
-    fn input<'a>(&self, data: &'a [f32]) -> Option<MatRef<'a>> {
-        let view = MatRef::new(data, self.rows, self.cols, self.rs, self.cs);
-        assert_eq!(view.is_some(), self.fits(), "{self:?}: MatRef::new disagrees with the bounds rule");
-        view
-    }
-
-    /// `MatMut::new` must refuse what does not fit and never accept overlapping strides.
-    fn output<'a>(&self, data: &'a mut [f32]) -> Option<MatMut<'a>> {
-        let view = MatMut::new(data, self.rows, self.cols, self.rs, self.cs);
-        if view.is_some() {
-            assert!(
-                self.fits() && distinct_offsets(self.rows, self.cols, self.rs, self.cs),
-                "{self:?}: MatMut::new accepted a view that is out of bounds or overlaps"
-            );
-        }
-        view
-    }
+/// `MatRef::new` must follow the bounds rule exactly.
+fn input<'a>(l: &Operand, data: &'a [f32]) -> Option<MatRef<'a>> {
+    let view = MatRef::new(data, l.rows, l.cols, l.rs, l.cs);
+    assert_eq!(view.is_some(), l.fits(), "{l:?}: MatRef::new disagrees with the bounds rule");
+    view
 }
 
-/// A stride byte: mostly small, with three that overflow or reach far past any buffer.
-fn stride(b: u8) -> usize {
-    match b {
-        255 => usize::MAX,
-        254 => usize::MAX / 2 + 1,
-        253 => 1 << 33,
-        b => usize::from(b) % 48,
+/// `MatMut::new` must refuse what does not fit and never accept overlapping strides.
+fn output<'a>(l: &Operand, data: &'a mut [f32]) -> Option<MatMut<'a>> {
+    let view = MatMut::new(data, l.rows, l.cols, l.rs, l.cs);
+    if view.is_some() {
+        assert!(
+            l.fits() && l.distinct(),
+            "{l:?}: MatMut::new accepted a view that is out of bounds or overlaps"
+        );
     }
+    view
 }
 
 /// Finite elements at one scale (special bytes read as plain values here).
@@ -119,21 +88,17 @@ pub fn run(data: &[u8]) {
     let (m, k, n) = (bytes.below(MAX_DIM + 1), bytes.below(MAX_DIM + 1), bytes.below(MAX_DIM + 1));
     let (lhs_kind, rhs_kind) = (bytes.below(3), bytes.below(2));
     let (alpha, beta) = (bytes.pick(&ALPHAS), bytes.pick(&BETAS));
-    let (la, lb, lc) = (
-        Layout::decode(&mut bytes, m, k),
-        Layout::decode(&mut bytes, k, n),
-        Layout::decode(&mut bytes, m, n),
-    );
+    let (la, lb, lc) = (decode(&mut bytes, m, k), decode(&mut bytes, k, n), decode(&mut bytes, m, n));
     let block = [bytes.byte(), bytes.byte(), bytes.byte(), bytes.byte()].map(usize::from);
     let a_data = elements(&mut bytes, la.len);
     let b_data = elements(&mut bytes, lb.len);
     let c_before = elements(&mut bytes, lc.len);
     check_tensor(&mut bytes);
 
-    let (Some(a), Some(b)) = (la.input(&a_data), lb.input(&b_data)) else { return };
+    let (Some(a), Some(b)) = (input(&la, &a_data), input(&lb, &b_data)) else { return };
     check_block(a, block);
     let mut c_data = c_before.clone();
-    let Some(c) = lc.output(&mut c_data) else { return };
+    let Some(c) = output(&lc, &mut c_data) else { return };
 
     let mut a_buf = vec![GUARD; PackedA::len_for(m, k) + 8];
     let mut b_buf = vec![GUARD; PackedB::len_for(isa, k, n) + 8];

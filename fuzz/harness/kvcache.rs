@@ -360,11 +360,12 @@ impl Query {
         &mut self,
         s: Shape,
         q_len: usize,
-        call: impl FnOnce(View4<'_>, View4Mut<'_>, &mut [f32]) -> flashcpu::Result<()>,
+        call: impl FnOnce(View4<'_>, View4Mut<'_>, View4Mut<'_>) -> flashcpu::Result<()>,
     ) -> flashcpu::Result<()> {
         let q = View4::bhld(&self.q, [s.batch, s.heads, q_len, s.d]).expect("dense Q");
         let out = View4Mut::bhld(&mut self.out, [s.batch, s.heads, q_len, s.dv]).expect("dense output");
-        let result = call(q, out, &mut self.lse);
+        let lse = View4Mut::bhld(&mut self.lse, [s.batch, s.heads, q_len, 1]).expect("dense lse");
+        let result = call(q, out, lse);
         if result.is_err() {
             assert!(
                 self.out.iter().chain(&self.lse).all(|&x| x == SENTINEL),

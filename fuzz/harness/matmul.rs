@@ -26,7 +26,7 @@
 #[path = "common.rs"]
 mod common;
 
-use common::{Bytes, distinct_offsets, extent, tolerance};
+use common::{Bytes, Operand, stride, tolerance};
 use flashcpu::reference::{matmul_f32_naive, matmul_f64};
 use flashcpu::{Error, MatMut, MatRef, MatmulOptions, Parallelism, available_isas, matmul_with};
 
@@ -41,14 +41,10 @@ const ALPHAS: [f32; 12] =
     [1.0, 0.0, -2.3, 0.5, 2.0, -1.0, 1e-3, 3.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
 const BETAS: [f32; 12] = [0.0, 1.0, 0.5, -2.3, -1.0, 2.0, -0.0, 1e-3, 3.0, f32::NAN, f32::INFINITY, 0.0];
 
-/// Shape, strides and buffer length of one operand.
+/// One operand and how its view is built.
 #[derive(Debug)]
 struct Layout {
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-    len: usize,
+    op: Operand,
     /// Built as the `.t()` of a `cols × rows` view (inputs only; C uses the same strides directly).
     transposed: bool,
 }
@@ -60,7 +56,7 @@ impl Layout {
     /// elements of slack unless it is meant to be short.
     fn decode(bytes: &mut Bytes<'_>, rows: usize, cols: usize) -> Layout {
         let kind = bytes.below(8);
-        let (rs, cs) = match kind {
+        let strides = match kind {
             0 | 7 => (cols, 1),
             1 => (1, rows),
             2 => (cols + 1 + bytes.below(4), 1),
@@ -69,33 +65,25 @@ impl Layout {
             5 => (2 * cols + 1, 2),
             _ => (stride(bytes.byte()), stride(bytes.byte())),
         };
-        let len = match extent(rows, cols, rs, cs) {
-            Some(e) if kind == 7 => e.saturating_sub(1 + bytes.below(3)),
-            Some(e) if e <= MAX_LEN => e + bytes.below(3),
-            _ => bytes.below(64),
-        };
-        Layout { rows, cols, rs, cs, len, transposed: kind == 4 }
-    }
-
-    fn fits(&self) -> bool {
-        extent(self.rows, self.cols, self.rs, self.cs).is_some_and(|e| e <= self.len)
+        Layout { op: Operand::new(bytes, (rows, cols), strides, kind == 7, MAX_LEN), transposed: kind == 4 }
     }
 
     fn offset(&self, i: usize, j: usize) -> usize {
-        i * self.rs + j * self.cs
+        i * self.op.rs + j * self.op.cs
     }
 
     fn view<'a>(&self, data: &'a [f32]) -> flashcpu::Result<MatRef<'a>> {
+        let Operand { rows, cols, rs, cs, .. } = self.op;
         if self.transposed {
-            MatRef::new(data, self.cols, self.rows, self.cs, self.rs).map(MatRef::t)
+            MatRef::new(data, cols, rows, cs, rs).map(MatRef::t)
         } else {
-            MatRef::new(data, self.rows, self.cols, self.rs, self.cs)
+            MatRef::new(data, rows, cols, rs, cs)
         }
     }
 
     /// `MatRef::new` must follow the bounds rule exactly.
     fn check_input(&self, view: &flashcpu::Result<MatRef<'_>>) {
-        match (self.fits(), view) {
+        match (self.op.fits(), view) {
             (true, Ok(_)) | (false, Err(Error::OutOfBounds(_))) => {}
             (fits, other) => panic!("{self:?}: fits = {fits}, but MatRef::new gave {other:?}"),
         }
@@ -103,10 +91,10 @@ impl Layout {
 
     /// `MatMut::new` must follow the bounds rule exactly and never accept overlapping strides.
     fn check_output(&self, view: &flashcpu::Result<MatMut<'_>>) {
-        let fits = self.fits();
+        let fits = self.op.fits();
         match view {
             Ok(_) => assert!(
-                fits && distinct_offsets(self.rows, self.cols, self.rs, self.cs),
+                fits && self.op.distinct(),
                 "{self:?}: MatMut::new accepted a view that is out of bounds or overlaps"
             ),
             Err(Error::OutOfBounds(_)) => assert!(!fits, "{self:?}: fits, but OutOfBounds"),
@@ -115,16 +103,6 @@ impl Layout {
             }
             Err(other) => panic!("{self:?}: MatMut::new gave {other:?}"),
         }
-    }
-}
-
-/// A stride byte: mostly small, with three that overflow or reach far past any buffer.
-fn stride(b: u8) -> usize {
-    match b {
-        255 => usize::MAX,
-        254 => usize::MAX / 2 + 1,
-        253 => 1 << 33,
-        b => usize::from(b) % 48,
     }
 }
 
@@ -145,15 +123,15 @@ pub fn run(data: &[u8]) {
     let la = Layout::decode(&mut bytes, m, k + grow(0));
     let lb = Layout::decode(&mut bytes, k + grow(1), n);
     let lc = Layout::decode(&mut bytes, m + grow(2), n + grow(3));
-    let a_data = elements(&mut bytes, la.len);
-    let b_data = elements(&mut bytes, lb.len);
-    let c_before = elements(&mut bytes, lc.len);
+    let a_data = elements(&mut bytes, la.op.len);
+    let b_data = elements(&mut bytes, lb.op.len);
+    let c_before = elements(&mut bytes, lc.op.len);
     let mut c_data = c_before.clone();
 
     let (a, b) = (la.view(&a_data), lb.view(&b_data));
     la.check_input(&a);
     lb.check_input(&b);
-    let c = MatMut::new(&mut c_data, lc.rows, lc.cols, lc.rs, lc.cs);
+    let c = MatMut::new(&mut c_data, lc.op.rows, lc.op.cols, lc.op.rs, lc.op.cs);
     lc.check_output(&c);
     let (Ok(a), Ok(b), Ok(c)) = (a, b, c) else {
         return;
@@ -184,7 +162,7 @@ pub fn run(data: &[u8]) {
     let (exact, naive) = (matmul_f64(a, b), matmul_f32_naive(a, b));
     // β = 0 (either sign) means C is not read; a NaN β is not 0 and is read.
     let reads_c = beta != 0.0;
-    let mut inside = vec![false; lc.len];
+    let mut inside = vec![false; lc.op.len];
     for i in 0..m {
         for j in 0..n {
             let at = lc.offset(i, j);
