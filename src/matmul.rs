@@ -231,7 +231,7 @@ fn loop3(
     let (m, n, nr) = (c.rows(), c.cols(), blk.nr);
     let (mc_block, n_split) = if threads > 1 {
         let m_blocks = m.div_ceil(blk.mc).next_multiple_of(threads);
-        let mc_block = m.div_ceil(m_blocks).next_multiple_of(MR);
+        let mc_block = m.div_ceil(m_blocks).next_multiple_of(blk.mr);
         let n_split = (ITEMS_PER_THREAD * threads).div_ceil(m.div_ceil(mc_block)).min(n.div_ceil(nr));
         (mc_block, n_split)
     } else {

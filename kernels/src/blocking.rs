@@ -2,7 +2,7 @@
 //! tile sizes stand together, derived from the vector width and the cache sizes the CPU reports.
 //!
 //! ```text
-//! MR × NR   register tile: MR = 6 rows, NR = two vectors (16 under AVX2, 32 under AVX-512)
+//! MR × NR   register tile: 6 × 16 under AVX2 and portable, 12 × 32 under AVX-512
 //! KC        depth of a block: the MR × KC strip of A read in place takes a quarter of L1
 //! MC        rows of A per block: the MC × KC panel takes a quarter of L2
 //! NC        columns of the shared packed B: the KC × NC panel takes a quarter of L3
@@ -10,7 +10,7 @@
 //! rows      stacked query rows per attention item: ATTENTION_ROWS, whole NR strips on every ISA
 //! ```
 
-use crate::gemm::{MR, nr_of};
+use crate::gemm::{MR, mr_of, nr_of};
 use crate::isa::Isa;
 use std::sync::OnceLock;
 
@@ -120,17 +120,19 @@ pub struct Blocking {
 impl Blocking {
     /// The table for `isa` on this CPU, from the cache sizes it reports.
     pub fn of(isa: Isa) -> Blocking {
-        Self::derive(nr_of(isa), CacheSizes::detect())
+        Self::derive((mr_of(isa), nr_of(isa)), CacheSizes::detect())
     }
 
-    /// The table for a register tile `nr` columns wide and the given caches.
-    pub fn derive(nr: usize, caches: CacheSizes) -> Blocking {
+    /// The table for an `mr × nr` register tile and the given caches.
+    pub fn derive((mr, nr): (usize, usize), caches: CacheSizes) -> Blocking {
         let f32s = size_of::<f32>();
-        // A quarter of L1 for the A strip; whole cache lines of A per step group (16 floats).
+        // A quarter of L1 for the matmul's A strip (MR rows: a streamed A keeps the short tile,
+        // see `Lhs::tile_rows`); whole cache lines of A per step group (16 floats). Blocks of A
+        // are whole tiles tall.
         let kc = round_down(caches.l1d / 4 / (MR * f32s), 64).clamp(128, 1024);
-        let mc = round_down(caches.l2 / 4 / (kc * f32s), MR).clamp(4 * MR, 40 * MR);
+        let mc = round_down(caches.l2 / 4 / (kc * f32s), mr).clamp(4 * mr, 40 * MR);
         let nc = round_down(caches.l3 / 4 / (kc * f32s), nr).clamp(8 * nr, 8192);
-        Blocking { mr: MR, nr, kc, mc, nc, attention_rows: ATTENTION_ROWS }
+        Blocking { mr, nr, kc, mc, nc, attention_rows: ATTENTION_ROWS }
     }
 
     /// Keys per K/V tile for heads of width `d` (keys) and `dv` (values): a multiple of MR (the keys
@@ -151,15 +153,16 @@ fn round_down(x: usize, step: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// The derived blocks on a Zen 5 core (48 KiB, 1 MiB, 32 MiB) and a Zen 3 one (32 KiB,
-    /// 512 KiB, 32 MiB), where the constants were measured.
+    /// The derived blocks for the AVX-512 tile on a Zen 5 core (48 KiB, 1 MiB, 32 MiB) and the
+    /// AVX2 tile on a Zen 3 one (32 KiB, 512 KiB, 32 MiB).
     #[test]
     fn derived_tables() {
         let zen5 = CacheSizes { l1d: 48 << 10, l2: 1 << 20, l3: 32 << 20 };
-        let b = Blocking::derive(32, zen5);
-        assert_eq!((b.kc, b.mc, b.nc), (512, 126, 4096));
+        let b = Blocking::derive((12, 32), zen5);
+        assert_eq!((b.kc, b.mc, b.nc), (512, 120, 4096));
+        assert_eq!([64, 128, 256].map(|d| b.attention_keys(d, d)), [384, 192, 96]);
         let zen3 = CacheSizes { l1d: 32 << 10, l2: 512 << 10, l3: 32 << 20 };
-        let b = Blocking::derive(16, zen3);
+        let b = Blocking::derive((6, 16), zen3);
         assert_eq!((b.kc, b.mc, b.nc), (320, 102, 6544));
         assert_eq!([64, 128, 256].map(|d| b.attention_keys(d, d)), [384, 192, 96]);
         assert_eq!(b.attention_keys(0, 0), 384);

@@ -3,7 +3,7 @@
 //! register tile;
 //! packing; and the views' construction checks and splits.
 
-use flashcpu_kernels::gemm::{Lhs, MAX_NR, MR, PackedA, PackedB, Rhs, macro_kernel, nr_of};
+use flashcpu_kernels::gemm::{Lhs, MAX_MR, MAX_NR, MR, PackedA, PackedB, Rhs, macro_kernel, nr_of};
 #[cfg(target_arch = "x86_64")]
 use flashcpu_kernels::isa::Avx2Fma;
 use flashcpu_kernels::isa::{Portable, Simd};
@@ -71,7 +71,7 @@ struct Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        (0..=2 * MR + 1, 0..=2 * MAX_NR + 1, select(vec![0, 1, 7, 13, 64])),
+        (0..=2 * MAX_MR + 1, 0..=2 * MAX_NR + 1, select(vec![0, 1, 7, 13, 64])),
         select(vec![LhsForm::Packed, LhsForm::Strided, LhsForm::Streamed]),
         (0..5u8, 0..5u8, 2..5u8),
         (select(SCALARS.to_vec()), select(SCALARS.to_vec())),
@@ -172,12 +172,12 @@ proptest! {
     }
 }
 
-/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 (NR of the widest ISA) at k = 7 and 40 once (one line
+/// Every (m, n) in 0..=2MR+1 × 0..=2NR+1 (the widest ISA's tile) at k = 7 and 40 once (one line
 /// of A and more), in every form of A, on every ISA: the property test samples this grid, this
 /// walks all of it. A streamed A splits C after the first tile column, so n goes past NR + 1.
 #[test]
 fn macro_kernel_every_edge_size() {
-    for m in 0..=2 * MR + 1 {
+    for m in 0..=2 * MAX_MR + 1 {
         for n in 0..=2 * MAX_NR + 1 {
             for (lhs, k) in
                 [(LhsForm::Packed, 7), (LhsForm::Strided, 7), (LhsForm::Streamed, 7), (LhsForm::Streamed, 40)]
@@ -204,7 +204,7 @@ fn macro_kernel_every_edge_size() {
 /// gives C = β·C.
 #[test]
 fn streamed_panel_without_columns_scales_c() {
-    let a = MatRef::new(&[], 2 * MR + 1, 0, usize::MAX, 1).unwrap();
+    let a = MatRef::new(&[], 2 * MAX_MR + 1, 0, usize::MAX, 1).unwrap();
     let b = MatRef::new(&[], 0, MAX_NR + 3, MAX_NR + 3, 1).unwrap();
     let (m, n) = (a.rows(), b.cols());
     for isa in Isa::available() {
@@ -220,7 +220,7 @@ fn streamed_panel_without_columns_scales_c() {
 /// same products as packing in one go.
 #[test]
 fn piecewise_packing_and_sub_cols_agree_with_whole_packing() {
-    let (m, k, n) = (2 * MR + 1, 19, 3 * MAX_NR + 5);
+    let (m, k, n) = (2 * MAX_MR + 1, 19, 3 * MAX_NR + 5);
     let mut rng = Rng(99);
     let a_data: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
     let b_data: Vec<f32> = (0..k * n).map(|_| rng.uniform()).collect();

@@ -11,12 +11,13 @@ use crate::{
 };
 use flashcpu_kernels::Isa;
 use flashcpu_kernels::blocking::Blocking;
-use flashcpu_kernels::gemm::{MAX_NR as NR, MR};
+use flashcpu_kernels::gemm::{MAX_MR as MR, MAX_NR as NR};
 use proptest::prelude::*;
 use proptest::sample::select;
 
-/// Edge sizes: 0, 1, around MR = 6 and NR = 16 or 32, and a few that leave ragged tiles in both.
-const SIZES: [usize; 14] = [0, 1, 2, 5, 6, 7, 15, 16, 17, 31, 63, 65, 97, 129];
+/// Edge sizes: 0, 1, around MR = 6 or 12 and NR = 16 or 32, and a few that leave ragged tiles in
+/// both.
+const SIZES: [usize; 17] = [0, 1, 2, 5, 6, 7, 11, 12, 13, 15, 16, 17, 31, 63, 65, 97, 129];
 /// The α and β classes: 0 (skip), 1 (no multiply), a power of two and an inexact negative.
 const SCALARS: [f32; 4] = [0.0, 1.0, 0.5, -2.3];
 

@@ -3,15 +3,26 @@
 //! Per step p of the k loop: load one NR-wide row of the B strip (2 vectors), broadcast MR values
 //! of A's column p, and issue MR·2 FMAs into the accumulators:
 //!
-//! `MR = 6, NR = 2·LANES`: 12 accumulators + 2 B vectors + 1 broadcast = 15 registers, of 16 ymm
-//! (AVX2, NR = 16) or of 32 zmm (AVX-512, NR = 32). 12 independent FMA chains cover the FMA latency
-//! (4 cycles) × 2 pipes. A taller tile would not run faster (the FMA pipes are already the limit),
-//! and its row pointers would crowd the 16 general registers of the k loop.
+//! - 16 vector registers (AVX2, portable), `MR = 6, NR = 2·LANES`: 12 accumulators + 2 B vectors +
+//!   1 broadcast = 15 registers. 12 independent FMA chains cover the FMA latency (4 cycles) × 2
+//!   pipes.
+//! - 32 zmm registers (AVX-512), `MR = 12, NR = 32`: 24 accumulators + 2 + 1 = 27 registers. Per
+//!   k step the 6 × 32 tile issues 8 loads for 12 FMAs, and on a core with two 512-bit FMA pipes
+//!   it ran at 82 % of the FMA peak with A and B in L1; the 12 × 32 tile (14 loads for 24 FMAs)
+//!   ran at 95 %.
+//!
+//! An A strip is [`MR`] = 6 rows (the packing unit); the 12-row tile reads two strips at once, as
+//! two halves whose rows share one set of offsets, so that its 12 row addresses take 2 bases and
+//! 5 offsets of the 16 general registers, not 12 pointers (which spilled: a load more per
+//! broadcast). Rows left over below the last 12-row strip go through the 6-row tile.
 
 use crate::isa::Simd;
 
-/// Rows of the register tile.
+/// Rows of one A strip: the packing unit, and the register tile's rows on ISAs with 16 vector
+/// registers. AVX-512's tile takes two strips at once ([`mr_for`]).
 pub const MR: usize = 6;
+/// The most rows of any register tile.
+pub const MAX_MR: usize = 2 * MR;
 /// Vectors per row of the register tile.
 const VECS: usize = 2;
 /// The widest NR of any token: 2 × 16 lanes.
@@ -23,12 +34,22 @@ pub(crate) const fn nr_for<S: Simd>() -> usize {
     VECS * S::LANES
 }
 
-/// Where the MR rows of an A strip live: one pointer per row and the distance between columns,
-/// and how far below them (in floats) the next strip's rows lie, to be hinted into L2 as this
-/// strip is read when the kernel fetches (see `Lhs::Streamed`).
+/// Rows of `S`'s register tile: two strips where the ISA has 32 vector registers (AVX-512, the
+/// only 16-lane token), one elsewhere.
+#[inline(always)]
+pub(crate) const fn mr_for<S: Simd>() -> usize {
+    if S::LANES == 16 { MAX_MR } else { MR }
+}
+
+/// Where the rows of an A strip (up to [`MAX_MR`]) live: row `i` at `base + offs[i % MR]`, plus
+/// `second` for the second half (`i ≥ MR`), `col_step` floats between columns, and how far below
+/// them (in floats) the next strip's rows lie, to be hinted into L2 as this strip is read when the
+/// kernel fetches (see `Lhs::Streamed`).
 #[derive(Clone, Copy)]
 pub(crate) struct LhsStrip {
-    pub rows: [*const f32; MR],
+    pub base: *const f32,
+    pub offs: [usize; MR],
+    pub second: usize,
     pub col_step: usize,
     pub next_strip: usize,
 }
@@ -37,15 +58,16 @@ pub(crate) struct LhsStrip {
 const LINE_STEPS: usize = 16;
 
 impl LhsStrip {
-    /// Hints the line at column `p` of each next row into L2. Called once per [`LINE_STEPS`]
-    /// steps, this fetches the next strip line by line at the pace this one is read, a strip
-    /// ahead. An offset from this strip's rows, not six more pointers, which would crowd the
-    /// general registers of the k loop.
+    /// Hints the line at column `p` of each of the next strip's first `R` rows into L2. Called
+    /// once per [`LINE_STEPS`] steps, this fetches the next strip line by line at the pace this
+    /// one is read, a strip ahead. An offset from this strip's rows, not more pointers, which
+    /// would crowd the general registers of the k loop.
     #[inline(always)]
-    fn fetch_next_strip<S: Simd>(&self, s: S, p: usize) {
-        for row in self.rows {
+    fn fetch_next_strip<S: Simd, const R: usize>(&self, s: S, p: usize) {
+        for i in 0..R {
             // The strip before a short last one reaches past the panel's last row: a hint never
             // faults, and the line goes unused.
+            let row = self.base.wrapping_add(self.offs[i % MR] + (i / MR) * self.second);
             s.prefetch_far(row.wrapping_add(self.next_strip + p));
         }
     }
@@ -72,13 +94,14 @@ pub(crate) struct CTile {
 }
 
 /// `C[..mr, ..nr] = α·(A·B) + β·C[..mr, ..nr]` for the tile `c` (`mr × nr` = its rows × cols),
-/// where A is the MR×k strip `a` and B the k×NR strip `b = (start, row_step)` (row_step = NR when
+/// where A is the mr×k strip `a` and B the k×NR strip `b = (start, row_step)` (row_step = NR when
 /// packed). Only the tile is touched; with `β = 0`, C is not read. With `FETCH`, the next strip of
 /// A is hinted into L2 as `a` is read.
 ///
 /// # Safety
-/// For every row pointer r of `a`, `r + p·col_step` is readable for `p < k`; `start + p·row_step`
-/// is NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr ≤ MR`,
+/// `mr ≤ mr_for::<S>()`. For every row `i` of `a` below [`MR`] (below [`MAX_MR`] when `mr > MR`),
+/// `base + offs[i % MR] + (i / MR)·second + p·col_step` is readable for `p < k`; `start + p·row_step` is
+/// NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr`,
 /// `j < nr ≤ NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
 pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
@@ -89,8 +112,8 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     c: CTile,
 ) {
     let (mr, nr) = (c.rows, c.cols);
-    const { assert!(nr_for::<S>() <= MAX_NR) };
-    debug_assert!(mr <= MR && nr <= nr_for::<S>());
+    const { assert!(nr_for::<S>() <= MAX_NR && mr_for::<S>() <= MAX_MR) };
+    debug_assert!(mr <= mr_for::<S>() && nr <= nr_for::<S>());
     // The lines of the C tile: the first column, the last, and under AVX-512 (a 128-byte row)
     // the one 16 floats (a cache line) in.
     let prefetch_c = |far: bool| {
@@ -108,11 +131,12 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     // the absent rows instead of computing them and dropping them at the store. Only where
     // vectors are single registers: the portable build, already short of registers, ran slower
     // with the second loop.
-    // SAFETY: forwarded contract on A and B (each arm reads R ≤ MR rows of the strip).
+    // SAFETY: forwarded contract on A and B (each arm reads R ≥ mr rows of the strip).
     let acc = unsafe {
         match mr {
             1..=2 if S::ONE_REGISTER => product::<S, 2, FETCH>(s, k, a, (b, b_step), prefetch_c),
-            _ => product::<S, MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
+            1..=MR => product::<S, MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
+            _ => product::<S, MAX_MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
         }
     };
     // SAFETY: forwarded contract on C.
@@ -140,8 +164,8 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
     a: LhsStrip,
     b: (*const f32, usize),
     prefetch_c: impl Fn(bool),
-) -> [[S::V; VECS]; MR] {
-    let zero = [[s.splat(0.0); VECS]; MR];
+) -> [[S::V; VECS]; MAX_MR] {
+    let zero = [[s.splat(0.0); VECS]; MAX_MR];
     // SAFETY: every range lies inside 0..k (forwarded contract).
     unsafe {
         if !S::ONE_REGISTER {
@@ -165,17 +189,17 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
 #[inline(always)]
 unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
     s: S,
-    mut acc: [[S::V; VECS]; MR],
+    mut acc: [[S::V; VECS]; MAX_MR],
     steps: core::ops::Range<usize>,
     a: LhsStrip,
     b: (*const f32, usize),
-) -> [[S::V; VECS]; MR] {
+) -> [[S::V; VECS]; MAX_MR] {
     if !FETCH {
         // SAFETY: forwarded contract.
         return unsafe { k_loop::<S, R>(s, acc, steps, a, b) };
     }
     for piece in line_pieces(steps) {
-        a.fetch_next_strip(s, piece.start);
+        a.fetch_next_strip::<S, R>(s, piece.start);
         // SAFETY: forwarded contract; each piece lies inside `steps`.
         acc = unsafe { k_loop::<S, R>(s, acc, piece, a, b) };
     }
@@ -192,11 +216,11 @@ unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
 #[inline(always)]
 unsafe fn k_loop<S: Simd, const R: usize>(
     s: S,
-    mut acc: [[S::V; VECS]; MR],
+    mut acc: [[S::V; VECS]; MAX_MR],
     steps: core::ops::Range<usize>,
     a: LhsStrip,
     (b, b_step): (*const f32, usize),
-) -> [[S::V; VECS]; MR] {
+) -> [[S::V; VECS]; MAX_MR] {
     let cs = a.col_step;
     for p in steps {
         // SAFETY: p < k, so the B row p and A column p are inside the strips (contract above).
@@ -204,8 +228,8 @@ unsafe fn k_loop<S: Simd, const R: usize>(
             let bp = b.add(p * b_step);
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(S::LANES));
-            for (row, acc_i) in a.rows.iter().zip(acc.iter_mut()).take(R) {
-                let ai = s.splat(*row.add(p * cs));
+            for (i, acc_i) in acc.iter_mut().enumerate().take(R) {
+                let ai = s.splat(*a.base.add(a.offs[i % MR] + (i / MR) * a.second + p * cs));
                 acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
                 acc_i[1] = s.mul_add(ai, b1, acc_i[1]);
             }
@@ -221,7 +245,7 @@ unsafe fn k_loop<S: Simd, const R: usize>(
 /// # Safety
 /// As for [`microkernel`]'s C.
 #[inline(always)]
-unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
+unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MAX_MR], c_tile: CTile) {
     let CTile { ptr: c, rs: c_rs, cs: c_cs, rows: mr, cols: nr, alpha, beta } = c_tile;
     let (va, vb) = (s.splat(alpha), s.splat(beta));
     if nr == nr_for::<S>() && c_cs == 1 {
@@ -239,16 +263,16 @@ unsafe fn store_tile<S: Simd>(s: S, acc: &[[S::V; VECS]; MR], c_tile: CTile) {
         }
         return;
     }
-    let mut tile = [0.0f32; MR * MAX_NR];
+    let mut tile = [0.0f32; MAX_MR * MAX_NR];
     let ld = nr_for::<S>();
     for (i, row) in acc.iter().enumerate().take(mr) {
         for (v, &x) in row.iter().enumerate() {
-            // SAFETY: the stack tile holds MR rows of MAX_NR ≥ NR floats; row i, vector v starts
+            // SAFETY: the stack tile holds MAX_MR rows of MAX_NR ≥ NR floats; row i, vector v starts
             // at i·NR + v·LANES.
             unsafe { s.store(tile.as_mut_ptr().add(i * ld + v * S::LANES), x) };
         }
     }
-    // SAFETY: forwarded contract on C; the stack tile holds mr ≤ MR rows of NR floats.
+    // SAFETY: forwarded contract on C; the stack tile holds mr ≤ MAX_MR rows of NR floats.
     unsafe { store_scalar(&tile, ld, c_tile) }
 }
 
