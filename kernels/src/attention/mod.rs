@@ -135,8 +135,8 @@ impl<'a> KvMat<'a> {
     pub fn cols(&self) -> usize {
         with_kv!(self, m => m.cols())
     }
-    /// Rows `r0..r0 + n` as f32: in place for f32 (unless `unit_cols` asks for contiguous rows
-    /// and the columns are strided), else widened into `buf` (dense, `n × cols`) in registers.
+    /// Rows `r0..r0 + n` as f32: in place for f32 when their layout is what `need` asks, else
+    /// copied (half precision widened) into `buf` (dense, `n × cols`) in registers.
     #[inline(always)]
     pub(crate) fn rows_f32<'s, S: crate::isa::Simd>(
         &self,
@@ -144,14 +144,19 @@ impl<'a> KvMat<'a> {
         r0: usize,
         n: usize,
         buf: &'s mut [f32],
-        unit_cols: bool,
+        need: RowLayout,
     ) -> MatRef<'s>
     where
         'a: 's,
     {
         let cols = self.cols();
+        let in_place = |m: &MatRef<'_>| match need {
+            RowLayout::Any => true,
+            RowLayout::UnitCols => m.col_stride() == 1 || cols <= 1,
+            RowLayout::Dense => (m.col_stride() == 1 || cols <= 1) && (m.row_stride() == cols || n <= 1),
+        };
         match self {
-            KvMat::F32(m) if !unit_cols || m.col_stride() == 1 || cols <= 1 => m.block(r0, 0, n, cols),
+            KvMat::F32(m) if in_place(m) => m.block(r0, 0, n, cols),
             _ => with_kv!(self, m => widen(s, m.block(r0, 0, n, cols), buf)),
         }
     }
@@ -160,6 +165,20 @@ impl<'a> KvMat<'a> {
     pub(crate) fn ahead_rows(&self, r0: usize, n: usize) -> AheadRows {
         with_kv!(self, m => AheadRows::of(m, r0, n))
     }
+}
+
+/// The layout [`KvMat::rows_f32`] must hand out, f32 rows being read in place when they have it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowLayout {
+    /// Any strides.
+    Any,
+    /// Unit column stride.
+    UnitCols,
+    /// Dense rows: unit column stride and rows `cols` apart. For the prefill products, which read
+    /// each tile many times: rows a page or more apart (a `[b, l, h, d]` tensor with many heads)
+    /// streamed from L2 far slower than a copy (attention over such K and V ran at two thirds of
+    /// its speed over dense ones).
+    Dense,
 }
 
 /// Rows of a K or V tile to fetch into L2 while another tile is read, so that the next pass

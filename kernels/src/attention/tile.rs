@@ -26,7 +26,7 @@
 //! strip of the right operand (at d = 128 and NR = 32, Qᵀ 16 KiB, P 24 KiB) stays in L1 while the
 //! left operand's rows stream past it.
 
-use super::{AheadRows, Element, KvMat, TileJob, rows};
+use super::{AheadRows, Element, KvMat, RowLayout, TileJob, rows};
 use crate::gemm::{Lhs, MAX_NR, PackedB, Rhs, macro_kernel_body, nr_for};
 use crate::isa::{MAX_LANES, Simd};
 use crate::softmax::{all_finite, exp_nonpositive, mul_rows, scale_row, softcap_row};
@@ -148,7 +148,7 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
         match layout {
             Layout::Transposed { .. } => {
                 // Sᵀ = K_tile · (scale·Q)ᵀ: f32 K rows read in place (half precision widened first).
-                let k_tile = job.k.rows_f32(s, kt, n, k_conv, false);
+                let k_tile = job.k.rows_f32(s, kt, n, k_conv, RowLayout::Dense);
                 // One product per query strip, so that Sᵀ (then P) lands strip by strip,
                 // exactly as the packed right operand of `Oᵀ += Vᵀ·P` below.
                 let q_pack = q_pack.expect("packed for the transposed layout");
@@ -175,7 +175,7 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
                 let k_tile = if job.k.unit_cols() {
                     job.k.block(kt, n)
                 } else {
-                    KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, true))
+                    KvMat::F32(job.k.rows_f32(s, kt, n, k_conv, RowLayout::UnitCols))
                 };
                 let v_prev = pending.take().map(|(pt, pn)| job.v.block(pt, pn));
                 stream_rows(s, q_mat, Some(k_tile), st_buf, p_prev, ld, v_prev, o_buf, ahead);
@@ -218,7 +218,9 @@ pub(super) fn attend_body<S: Simd, const ROWWISE: bool>(s: S, mut job: TileJob<'
             core::mem::swap(&mut st_buf, &mut p_prev);
             continue;
         }
-        let v_tile = job.v.rows_f32(s, kt, n, v_conv, false);
+        // The transposed layout reads V many times (once per query strip): dense rows, as K above.
+        let v_need = if rowwise { RowLayout::Any } else { RowLayout::Dense };
+        let v_tile = job.v.rows_f32(s, kt, n, v_conv, v_need);
         // SAFETY: with unit column stride each of the tile's n rows is dv readable floats.
         let clean = v_tile.col_stride() == 1
             && (all_see_all
