@@ -253,7 +253,7 @@ fn loop3(
     let run = |(ic, jr, block): (usize, usize, kv::MatMut<'_>)| {
         let a_blk = a.block(ic, 0, block.rows(), a.cols());
         let b_blk = b.sub_cols(jr, block.cols());
-        if packing_a_pays(a_blk, block.cols(), nr) {
+        if packing_a_pays(a_blk, block.cols(), (blk.mr, nr)) {
             with_buffer(&A_PACK, PackedA::len_for(block.rows(), a.cols()), |buf| {
                 macro_kernel(isa, Lhs::Packed(PackedA::pack(isa, a_blk, buf)), b_blk, block, alpha, beta)
             });
@@ -268,14 +268,14 @@ fn loop3(
     }
 }
 
-/// Packing A costs one pass over the panel. For unit-stride rows that pass does not pay: each MR
-/// strip is read in place, fetched one strip ahead the first time and found in L2 after that
-/// (`Lhs::Streamed`); packing it measured slower on every shape tried. Columns with a stride (a
-/// transposed A) put every k step
-/// in a different cache line; those are packed once the panel is reused across several NR
-/// strips of B.
-fn packing_a_pays(a: kv::MatRef<'_>, nc: usize, nr: usize) -> bool {
-    a.col_stride() != 1 && a.rows() > MR && nc > 8 * nr
+/// Packing A costs one pass over the panel, repaid once the panel is reused across several NR
+/// strips of B. Where the register tile is one MR strip tall, unit-stride rows are read in place
+/// instead: each strip is fetched one strip ahead the first time and found in L2 after that
+/// (`Lhs::Streamed`), and packing measured slower on every shape tried. Columns with a stride (a
+/// transposed A) put every k step in a different cache line, and AVX-512's 12-row tile runs at
+/// its speed only on packed strips (read in place, its twelve row addresses spill registers).
+fn packing_a_pays(a: kv::MatRef<'_>, nc: usize, (mr, nr): (usize, usize)) -> bool {
+    (a.col_stride() != 1 || mr > MR) && a.rows() > MR && nc > 8 * nr
 }
 
 /// `C ← β·C`, never reading C when `β = 0` (for `k = 0`).

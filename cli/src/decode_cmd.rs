@@ -102,6 +102,6 @@ pub fn run(ctx: &Ctx, shape: DecodeShape) -> CmdResult {
             ("read_bw_gbps", bandwidth),
             ("pct_bw", 100.0 * gbps / bandwidth),
         ],
-    );
+    )?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! stage's speed as a share of this machine's measured limits.
 
 use crate::data::uniform;
-use crate::report::{CmdResult, Ctx};
+use crate::report::{CmdResult, Ctx, out};
 use flashcpu::{
     AttentionParams, KvCache, KvCacheConfig, KvDtype, MhaConfig, MhaWeights, MultiHeadAttention, Rope,
     RopeStyle, reference,
@@ -20,12 +20,14 @@ const DECODE_STEPS: usize = 64;
 
 /// Prints `label…` now and `done (t s)` when `f` returns, so long stages show progress.
 fn stage<T>(label: &str, f: impl FnOnce() -> T) -> (T, f64) {
-    print!("  {label} …");
-    std::io::stdout().flush().ok();
+    // Progress only: a closed pipe shows up at the first `out!` of the results.
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "  {label} …").and_then(|()| stdout.flush()).ok();
+    drop(stdout);
     let t = Instant::now();
     let r = f();
     let secs = t.elapsed().as_secs_f64();
-    println!(" done ({secs:.2} s)");
+    writeln!(std::io::stdout().lock(), " done ({secs:.2} s)").ok();
     (r, secs)
 }
 
@@ -38,14 +40,14 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         value_dim: HEAD_DIM,
         rope: Some(Rope { style: RopeStyle::HalfSplit, base: 10_000.0 }),
     };
-    println!(
+    out!(
         "flashcpu demo: multi-head attention, d_model {D_MODEL}, {HEADS} heads ({KV_HEADS} KV heads), head dim {HEAD_DIM}, RoPE"
-    );
-    println!(
+    )?;
+    out!(
         "  {PREFILL}-token prefill, then {DECODE_STEPS} decode steps; ISA {}, {} threads",
         ctx.isa.name(),
         ctx.threads
-    );
+    )?;
     let (peak, _) =
         stage("measuring FMA peak", || flashcpu::peak::fma_peak_gflops(Some(ctx.isa), ctx.threads));
     let peak = peak?;
@@ -120,36 +122,36 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let weight_bytes = (D_MODEL * (cfg.qkv_width() + HEADS * HEAD_DIM) * 4) as f64;
     let step_gbps = (kv_bytes + weight_bytes) / step_s / 1e9;
 
-    println!();
-    println!("| stage | time | GFLOP/s | GB/s | % of machine limit |");
-    println!("| --- | --- | --- | --- | --- |");
+    out!()?;
+    out!("| stage | time | GFLOP/s | GB/s | % of machine limit |")?;
+    out!("| --- | --- | --- | --- | --- |")?;
     let prefill_gflops = prefill_flops / prefill_s / 1e9;
-    println!(
+    out!(
         "| prefill, {PREFILL} tokens (projections + causal attention) | {:.1} ms | {prefill_gflops:.1} | – | {:.0}% of {peak:.0} GFLOP/s FMA peak |",
         prefill_s * 1e3,
         100.0 * prefill_gflops / peak
-    );
-    println!(
+    )?;
+    out!(
         "| decode, median of {DECODE_STEPS} steps (1 token) | {:.2} ms | {:.1} | {step_gbps:.1} | {:.0}% of {bw:.1} GB/s read bandwidth |",
         step_s * 1e3,
         step_flops / step_s / 1e9,
         100.0 * step_gbps / bw
-    );
-    println!(
+    )?;
+    out!(
         "| all {DECODE_STEPS} decode steps | {:.1} ms | – | – | {:.1} tokens/s |",
         decode_s * 1e3,
         DECODE_STEPS as f64 / decode_s
-    );
-    println!();
-    println!(
+    )?;
+    out!()?;
+    out!(
         "max |error| against the f64 reference on tokens {rows:?}: {max_err:.2e} ({})",
         if max_err < 1e-3 { "ok" } else { "TOO LARGE" }
-    );
-    println!(
+    )?;
+    out!(
         "ISA {} · {} threads · FLASHCPU_ISA and --threads change them (see `flashcpu --help`)",
         ctx.isa.name(),
         ctx.threads
-    );
+    )?;
     if max_err >= 1e-3 {
         return Err(format!("output differs from the reference by {max_err:.2e}").into());
     }

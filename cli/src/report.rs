@@ -7,6 +7,16 @@ use std::time::Instant;
 
 pub type CmdResult<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`flashcpu bench … | head -1`) ends the command quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use out;
+
 /// Most threads `--threads` accepts: far beyond any machine's cores, short of what the OS refuses.
 const MAX_THREADS: usize = 1024;
 
@@ -72,12 +82,12 @@ pub fn emit_rate(
     let peak = peak_gflops(ctx)?;
     let mut fields = vec![("gflops", gflops), ("peak_gflops", peak), ("pct_peak", 100.0 * gflops / peak)];
     fields.extend_from_slice(extra);
-    emit(ctx, op, shape, median_s, &fields);
+    emit(ctx, op, shape, median_s, &fields)?;
     Ok(())
 }
 
 /// One result line, as a table row or a JSON object. `fields` are extra numeric keys.
-pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f64)]) {
+pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f64)]) -> std::io::Result<()> {
     if ctx.json {
         let mut line = format!(
             "{{\"op\":\"{op}\",\"shape\":\"{shape}\",\"isa\":\"{}\",\"threads\":{},\"median_s\":{median_s:.6e}",
@@ -87,7 +97,7 @@ pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f6
         for (key, value) in fields {
             line += &format!(",\"{key}\":{}", json_number(*value));
         }
-        println!("{line}}}");
+        out!("{line}}}")
     } else {
         let mut line = format!(
             "{op:<8} {shape:<22} isa {:<8} threads {:<2} median {:>10.3} ms",
@@ -102,7 +112,7 @@ pub fn emit(ctx: &Ctx, op: &str, shape: &str, median_s: f64, fields: &[(&str, f6
                 format!("  {key} {value:.2}")
             };
         }
-        println!("{line}");
+        out!("{line}")
     }
 }
 
@@ -114,8 +124,8 @@ fn json_number(x: f64) -> String {
 /// `flashcpu peak`.
 pub fn peak(ctx: &Ctx) -> CmdResult {
     let gflops = peak_gflops(ctx)?;
-    emit(ctx, "peak", "fma-chains", 0.0, &[("gflops", gflops)]);
+    emit(ctx, "peak", "fma-chains", 0.0, &[("gflops", gflops)])?;
     let gbps = flashcpu::peak::read_bandwidth_gbps(Some(ctx.isa), ctx.threads)?;
-    emit(ctx, "peak", "read-512MiB", 0.0, &[("gbps", gbps)]);
+    emit(ctx, "peak", "read-512MiB", 0.0, &[("gbps", gbps)])?;
     Ok(())
 }

@@ -93,3 +93,22 @@ fn malformed_arguments() {
     refused_for("bench matmul --m 8 --n 8 --k 8 --isa sse9", "sse9");
     refused_for("bench decode --kv-dtype f8", "f8");
 }
+
+/// A reader that goes away (`flashcpu bench … | head -0`) ends the command quietly: no panic
+/// message, a successful exit.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashcpu"))
+        .args(["bench", "matmul", "--m", "64", "--n", "64", "--k", "64", "--threads", "1"])
+        .env_remove("FLASHCPU_ISA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the flashcpu binary");
+    // Closed before the one result line is written (the benchmark runs for about a second).
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("waiting for flashcpu");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.is_empty(), "{:?}, stderr {stderr:?}", output.status);
+}

@@ -98,13 +98,18 @@ pub(crate) struct CTile {
 /// packed). Only the tile is touched; with `β = 0`, C is not read. With `FETCH`, the next strip of
 /// A is hinted into L2 as `a` is read.
 ///
+/// With `UNIT`, the strip's rows are one float apart within each half (`offs[i] = i`: a packed
+/// strip, or a transposed row-major panel such as Vᵀ), and the k loop addresses them from two
+/// pointers with constant displacements instead of keeping one offset per row in a register.
+///
 /// # Safety
-/// `mr ≤ mr_for::<S>()`. For every row `i` of `a` below [`MR`] (below [`MAX_MR`] when `mr > MR`),
+/// `mr ≤ mr_for::<S>()`; with `UNIT`, `offs[i] = i` for every `i`. For every row `i` of `a` below
+/// [`MR`] (below [`MAX_MR`] when `mr > MR`),
 /// `base + offs[i % MR] + (i / MR)·second + p·col_step` is readable for `p < k`; `start + p·row_step` is
 /// NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr`,
 /// `j < nr ≤ NR`, and no other thread accesses those elements during the call.
 #[inline(always)]
-pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
+pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool, const UNIT: bool>(
     s: S,
     k: usize,
     a: LhsStrip,
@@ -134,9 +139,9 @@ pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool>(
     // SAFETY: forwarded contract on A and B (each arm reads R ≥ mr rows of the strip).
     let acc = unsafe {
         match mr {
-            1..=2 if S::ONE_REGISTER => product::<S, 2, FETCH>(s, k, a, (b, b_step), prefetch_c),
-            1..=MR => product::<S, MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
-            _ => product::<S, MAX_MR, FETCH>(s, k, a, (b, b_step), prefetch_c),
+            1..=2 if S::ONE_REGISTER => product::<S, 2, FETCH, UNIT>(s, k, a, (b, b_step), prefetch_c),
+            1..=MR => product::<S, MR, FETCH, UNIT>(s, k, a, (b, b_step), prefetch_c),
+            _ => product::<S, MAX_MR, FETCH, UNIT>(s, k, a, (b, b_step), prefetch_c),
         }
     };
     // SAFETY: forwarded contract on C.
@@ -158,7 +163,7 @@ const C_AHEAD: usize = 32;
 /// # Safety
 /// As for [`microkernel`]'s A and B.
 #[inline(always)]
-unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
+unsafe fn product<S: Simd, const R: usize, const FETCH: bool, const UNIT: bool>(
     s: S,
     k: usize,
     a: LhsStrip,
@@ -172,13 +177,13 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
             // Split in two, the portable build's loop (its accumulators already spill) ran 9 %
             // slower: there the tile is fetched up front.
             prefetch_c(false);
-            return k_loop_fetching::<S, R, FETCH>(s, zero, 0..k, a, b);
+            return k_loop_fetching::<S, R, FETCH, UNIT>(s, zero, 0..k, a, b);
         }
         prefetch_c(true);
         let late = k.min(C_AHEAD);
-        let acc = k_loop_fetching::<S, R, FETCH>(s, zero, 0..k - late, a, b);
+        let acc = k_loop_fetching::<S, R, FETCH, UNIT>(s, zero, 0..k - late, a, b);
         prefetch_c(false);
-        k_loop_fetching::<S, R, FETCH>(s, acc, k - late..k, a, b)
+        k_loop_fetching::<S, R, FETCH, UNIT>(s, acc, k - late..k, a, b)
     }
 }
 
@@ -187,7 +192,7 @@ unsafe fn product<S: Simd, const R: usize, const FETCH: bool>(
 /// # Safety
 /// As for [`microkernel`]'s A and B.
 #[inline(always)]
-unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
+unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool, const UNIT: bool>(
     s: S,
     mut acc: [[S::V; VECS]; MAX_MR],
     steps: core::ops::Range<usize>,
@@ -196,12 +201,12 @@ unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
 ) -> [[S::V; VECS]; MAX_MR] {
     if !FETCH {
         // SAFETY: forwarded contract.
-        return unsafe { k_loop::<S, R>(s, acc, steps, a, b) };
+        return unsafe { k_loop::<S, R, UNIT>(s, acc, steps, a, b) };
     }
     for piece in line_pieces(steps) {
         a.fetch_next_strip::<S, R>(s, piece.start);
         // SAFETY: forwarded contract; each piece lies inside `steps`.
-        acc = unsafe { k_loop::<S, R>(s, acc, piece, a, b) };
+        acc = unsafe { k_loop::<S, R, UNIT>(s, acc, piece, a, b) };
     }
     acc
 }
@@ -214,7 +219,7 @@ unsafe fn k_loop_fetching<S: Simd, const R: usize, const FETCH: bool>(
 /// # Safety
 /// As for [`microkernel`]'s A and B.
 #[inline(always)]
-unsafe fn k_loop<S: Simd, const R: usize>(
+unsafe fn k_loop<S: Simd, const R: usize, const UNIT: bool>(
     s: S,
     mut acc: [[S::V; VECS]; MAX_MR],
     steps: core::ops::Range<usize>,
@@ -229,7 +234,8 @@ unsafe fn k_loop<S: Simd, const R: usize>(
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(S::LANES));
             for (i, acc_i) in acc.iter_mut().enumerate().take(R) {
-                let ai = s.splat(*a.base.add(a.offs[i % MR] + (i / MR) * a.second + p * cs));
+                let off = if UNIT { i % MR } else { a.offs[i % MR] };
+                let ai = s.splat(*a.base.add(off + (i / MR) * a.second + p * cs));
                 acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
                 acc_i[1] = s.mul_add(ai, b1, acc_i[1]);
             }
