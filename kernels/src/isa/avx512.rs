@@ -1,8 +1,8 @@
 //! The AVX-512 token on `core::arch::x86_64` intrinsics (16 f32 lanes per zmm register).
 //!
 //! Every kernel body is generic over the lane count and runs here at 16 lanes: the register tile
-//! (6×32), the attention tiles, the softmax and the decode rows. Packing keeps its 8×8 transposes
-//! on the AVX2 token ([`Avx512::avx2`]).
+//! (12×32; 6×32 for panels streamed in place), the attention tiles, the softmax and the decode
+//! rows. Packing keeps its 8×8 transposes on the AVX2 token ([`Avx512::avx2`]).
 
 use super::{Avx2Fma, Simd};
 use core::arch::x86_64::*;
