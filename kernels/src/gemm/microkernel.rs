@@ -19,7 +19,7 @@
 use crate::isa::Simd;
 
 /// Rows of one A strip: the packing unit, and the register tile's rows on ISAs with 16 vector
-/// registers. AVX-512's tile takes two strips at once ([`mr_for`]).
+/// registers. AVX-512's tile takes two strips at once ([`mr_of`](crate::gemm::mr_of)).
 pub const MR: usize = 6;
 /// The most rows of any register tile.
 pub const MAX_MR: usize = 2 * MR;
