@@ -126,8 +126,8 @@ impl Blocking {
     /// The table for an `mr × nr` register tile and the given caches.
     pub fn derive((mr, nr): (usize, usize), caches: CacheSizes) -> Blocking {
         let f32s = size_of::<f32>();
-        // A quarter of L1 for the matmul's A strip (MR rows: a streamed A keeps the short tile,
-        // see `Lhs::tile_rows`); whole cache lines of A per step group (16 floats). Blocks of A
+        // A quarter of L1 for one MR-row strip of A, the unit both tiles read (the 12-row tile
+        // takes two, half of L1); whole cache lines of A per step group (16 floats). Blocks of A
         // are whole tiles tall.
         let kc = round_down(caches.l1d / 4 / (MR * f32s), 64).clamp(128, 1024);
         let mc = round_down(caches.l2 / 4 / (kc * f32s), mr).clamp(4 * mr, 40 * MR);

@@ -150,10 +150,13 @@ impl<'a> KvMat<'a> {
         'a: 's,
     {
         let cols = self.cols();
-        let in_place = |m: &MatRef<'_>| match need {
-            RowLayout::Any => true,
-            RowLayout::UnitCols => m.col_stride() == 1 || cols <= 1,
-            RowLayout::Dense => (m.col_stride() == 1 || cols <= 1) && (m.row_stride() == cols || n <= 1),
+        let in_place = |m: &MatRef<'_>| {
+            let unit_cols = m.col_stride() == 1 || cols <= 1;
+            match need {
+                RowLayout::Any => true,
+                RowLayout::UnitCols => unit_cols,
+                RowLayout::Dense => unit_cols && (m.row_stride() == cols || n <= 1),
+            }
         };
         match self {
             KvMat::F32(m) if in_place(m) => m.block(r0, 0, n, cols),

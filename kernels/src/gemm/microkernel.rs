@@ -12,9 +12,10 @@
 //!   ran at 95 %.
 //!
 //! An A strip is [`MR`] = 6 rows (the packing unit); the 12-row tile reads two strips at once, as
-//! two halves whose rows share one set of offsets, so that its 12 row addresses take 2 bases and
-//! 5 offsets of the 16 general registers, not 12 pointers (which spilled: a load more per
-//! broadcast). Rows left over below the last 12-row strip go through the 6-row tile.
+//! two halves whose rows share one set of offsets. Rows left over below the last 12-row strip go
+//! through the 6-row tile. On a packed panel the offsets are the constants 0..6 (`UNIT`), so the
+//! k loop addresses all 12 rows from two pointers; read in place, the offsets stay in general
+//! registers, and a k loop that also fetches ahead (`Lhs::Streamed`) ran out of them.
 
 use crate::isa::Simd;
 
@@ -58,6 +59,14 @@ pub(crate) struct LhsStrip {
 const LINE_STEPS: usize = 16;
 
 impl LhsStrip {
+    /// Offset of row `i` from `base`; with `UNIT` (the caller's promise that `offs[i] = i`) a
+    /// constant within each half.
+    #[inline(always)]
+    fn row_offset<const UNIT: bool>(&self, i: usize) -> usize {
+        let within = if UNIT { i % MR } else { self.offs[i % MR] };
+        within + (i / MR) * self.second
+    }
+
     /// Hints the line at column `p` of each of the next strip's first `R` rows into L2. Called
     /// once per [`LINE_STEPS`] steps, this fetches the next strip line by line at the pace this
     /// one is read, a strip ahead. An offset from this strip's rows, not more pointers, which
@@ -67,7 +76,7 @@ impl LhsStrip {
         for i in 0..R {
             // The strip before a short last one reaches past the panel's last row: a hint never
             // faults, and the line goes unused.
-            let row = self.base.wrapping_add(self.offs[i % MR] + (i / MR) * self.second);
+            let row = self.base.wrapping_add(self.row_offset::<false>(i));
             s.prefetch_far(row.wrapping_add(self.next_strip + p));
         }
     }
@@ -80,7 +89,7 @@ fn line_pieces(steps: core::ops::Range<usize>) -> impl Iterator<Item = core::ops
     steps.step_by(LINE_STEPS).map(move |p| p..(p + LINE_STEPS).min(end))
 }
 
-/// The `rows × cols` corner of C that one register tile writes (`rows ≤ MR`), with its strides,
+/// The `rows × cols` corner of C that one register tile writes (`rows ≤ MAX_MR`), with its strides,
 /// and the scalars of `C ← α·(A·B) + β·C`.
 #[derive(Clone, Copy)]
 pub(crate) struct CTile {
@@ -99,15 +108,15 @@ pub(crate) struct CTile {
 /// A is hinted into L2 as `a` is read.
 ///
 /// With `UNIT`, the strip's rows are one float apart within each half (`offs[i] = i`: a packed
-/// strip, or a transposed row-major panel such as Vᵀ), and the k loop addresses them from two
-/// pointers with constant displacements instead of keeping one offset per row in a register.
+/// strip), and the k loop addresses them from two pointers with constant displacements instead of
+/// keeping one offset per row in a register.
 ///
 /// # Safety
 /// `mr ≤ mr_for::<S>()`; with `UNIT`, `offs[i] = i` for every `i`. For every row `i` of `a` below
-/// [`MR`] (below [`MAX_MR`] when `mr > MR`),
-/// `base + offs[i % MR] + (i / MR)·second + p·col_step` is readable for `p < k`; `start + p·row_step` is
-/// NR readable floats for `p < k`; `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr`,
-/// `j < nr ≤ NR`, and no other thread accesses those elements during the call.
+/// [`MR`] (below [`MAX_MR`] when `mr > MR`), `base + offs[i % MR] + (i / MR)·second + p·col_step`
+/// is readable for `p < k`; `start + p·row_step` is NR readable floats for `p < k`;
+/// `c.ptr + i·c.rs + j·c.cs` is writable for `i < mr`, `j < nr ≤ NR`, and no other thread
+/// accesses those elements during the call.
 #[inline(always)]
 pub(crate) unsafe fn microkernel<S: Simd, const FETCH: bool, const UNIT: bool>(
     s: S,
@@ -234,8 +243,7 @@ unsafe fn k_loop<S: Simd, const R: usize, const UNIT: bool>(
             let b0 = s.load(bp);
             let b1 = s.load(bp.add(S::LANES));
             for (i, acc_i) in acc.iter_mut().enumerate().take(R) {
-                let off = if UNIT { i % MR } else { a.offs[i % MR] };
-                let ai = s.splat(*a.base.add(off + (i / MR) * a.second + p * cs));
+                let ai = s.splat(*a.base.add(a.row_offset::<UNIT>(i) + p * cs));
                 acc_i[0] = s.mul_add(ai, b0, acc_i[0]);
                 acc_i[1] = s.mul_add(ai, b1, acc_i[1]);
             }

@@ -73,9 +73,9 @@ impl Lhs<'_> {
     }
 
     /// Rows `i0..i0 + rows` (`rows ≤ MAX_MR`; more than [`MR`] only where all of them exist) as
-    /// two halves of MR rows that share their offsets (for packed A, two consecutive strips). Rows past the end of a panel read in place
-    /// repeat its last row (their results are never stored), so nothing is read out of bounds and
-    /// the inner loop needs no branch.
+    /// two halves of MR rows that share their offsets (for packed A, two consecutive strips). Rows
+    /// past the end of a panel read in place repeat its last row (their results are never stored),
+    /// so nothing is read out of bounds and the inner loop needs no branch.
     #[inline(always)]
     fn strip(&self, i0: usize, rows: usize) -> LhsStrip {
         match self {
@@ -303,13 +303,13 @@ pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
     }
     let (c_rs, c_cs) = (c.row_stride(), c.col_stride());
     let c_ptr = c.ptr();
+    let (tile_rows, unit) = (a.tile_rows::<S>(), a.unit_rows());
     // LOOP 2 (JR): n in NR strips of the packed B panel.
     for jr in (0..n).step_by(nr_s) {
         let b_strip = b.strip(jr);
         let nr = nr_s.min(n - jr);
         // LOOP 1 (IR): m in strips of the tile's rows; what is left below the last whole one goes
         // in strips of MR (packed A strips are MR rows, so every strip starts on one).
-        let tile_rows = a.tile_rows::<S>();
         let mut ir = 0;
         while ir < m {
             let mr = if m - ir >= tile_rows { tile_rows } else { MR.min(m - ir) };
@@ -319,9 +319,9 @@ pub(crate) fn macro_kernel_body<S: Simd, const FETCH: bool>(
             // SAFETY: mr ≤ mr_for::<S>(), and a strip of more than MR rows is whole; the strip
             // covers k columns of MR (or all mr) A rows, clamped into the panel, and a k×NR B
             // strip (its width checked above); C rows ir..ir+mr and columns jr..jr+nr are inside
-            // the view. `unit_rows` holds only where `offs[i] = i` for the rows read.
+            // the view. `unit` holds only where `offs[i] = i` for the rows read.
             unsafe {
-                if a.unit_rows() {
+                if unit {
                     microkernel::<S, FETCH, true>(s, k, a_strip, b_strip, c_tile)
                 } else {
                     microkernel::<S, FETCH, false>(s, k, a_strip, b_strip, c_tile)

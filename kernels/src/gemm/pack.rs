@@ -77,13 +77,16 @@ impl<'a> PackedB<'a> {
     /// [`PackedB::pack`] on whole strips, e.g. on different threads). Panics if `buf` is shorter
     /// than [`PackedB::len_for`].
     pub fn from_buffer(isa: Isa, buf: &'a [f32], k: usize, n: usize) -> PackedB<'a> {
-        let nr = super::nr_of(isa);
-        PackedB { data: &buf[..packed_len(nr, n, k)], depth: k, cols: n, nr }
+        Self::of_width(super::nr_of(isa), buf, k, n)
     }
 
     /// [`PackedB::from_buffer`] for `S`'s register tile, inside a kernel.
     pub(crate) fn from_buffer_with<S: Simd>(_: S, buf: &'a [f32], k: usize, n: usize) -> PackedB<'a> {
-        let nr = nr_for::<S>();
+        Self::of_width(nr_for::<S>(), buf, k, n)
+    }
+
+    /// The strips of width `nr` at the front of `buf`.
+    fn of_width(nr: usize, buf: &'a [f32], k: usize, n: usize) -> PackedB<'a> {
         PackedB { data: &buf[..packed_len(nr, n, k)], depth: k, cols: n, nr }
     }
 
