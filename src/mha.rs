@@ -5,8 +5,8 @@
 //!
 //! Every projection runs on flashcpu's matmul; self-attention projects Q, K and V in one product
 //! over the concatenated weights `[W_Q | W_K | W_V]`. The attention reads Q straight out of that
-//! product through strides, and K and V from a head-major copy (see [`gather_kv`]). Scratch is
-//! owned by the layer and reused. Each call's [`AttentionParams`] choose the ISA and threads of
+//! products through strides (prefill copies K and V head-major first, see [`attention`]). Scratch
+//! is owned by the layer and reused. Each call's [`AttentionParams`] choose the ISA and threads of
 //! the whole call, projections included.
 
 use crate::attention::{AttentionParams, CausalAlign, attention};
@@ -152,8 +152,6 @@ pub struct MultiHeadAttention {
     /// Reused scratch: the fused projection's output and the concatenated heads.
     qkv: Vec<f32>,
     kv: Vec<f32>,
-    /// K and V of the current call, head-major (see [`gather_kv`]).
-    heads_kv: Vec<f32>,
     heads_out: Vec<f32>,
     rope_table: Vec<f32>,
 }
@@ -203,7 +201,6 @@ impl MultiHeadAttention {
             b_o: w.b_o,
             qkv: Vec::new(),
             kv: Vec::new(),
-            heads_kv: Vec::new(),
             heads_out: Vec::new(),
             rope_table: Vec::new(),
         })
@@ -239,11 +236,9 @@ impl MultiHeadAttention {
         let width = c.qkv_width();
         let qkv = self.fused_qkv(x, (batch, seq), |_| 0, params)?;
         let (k0, v0) = (c.q_width(), c.q_width() + c.k_width());
-        let (q, _, _) = qkv_views(&c, &qkv, batch, seq, seq, width, (0, k0, v0))?;
-        let mut heads_kv = std::mem::take(&mut self.heads_kv);
-        let (k, v) = gather_kv(&c, &qkv, (batch, seq, width), (k0, v0), &mut heads_kv)?;
+        let (q, k, v) = qkv_views(&c, &qkv, batch, seq, seq, width, (0, k0, v0))?;
         let result = self.attend_and_project(q, k, v, batch, seq, out, params);
-        (self.qkv, self.heads_kv) = (qkv, heads_kv);
+        self.qkv = qkv;
         result
     }
 
@@ -278,10 +273,9 @@ impl MultiHeadAttention {
         self.rope_in_place(&mut q_buf, (batch, q_seq, qw), c.heads, None, |_| 0);
         self.rope_in_place(&mut kv_buf, (batch, kv_seq, kvw), 0, Some(0), |_| 0);
         let q = View4::new(&q_buf, [batch, c.heads, q_seq, c.head_dim], [q_seq * qw, c.head_dim, qw, 1])?;
-        let mut heads_kv = std::mem::take(&mut self.heads_kv);
-        let (k, v) = gather_kv(&c, &kv_buf, (batch, kv_seq, kvw), (0, c.k_width()), &mut heads_kv)?;
+        let (_, k, v) = qkv_views(&c, &kv_buf, batch, 0, kv_seq, kvw, (0, 0, c.k_width()))?;
         let result = self.attend_and_project(q, k, v, batch, q_seq, out, params);
-        (self.qkv, self.kv, self.heads_kv) = (q_buf, kv_buf, heads_kv);
+        (self.qkv, self.kv) = (q_buf, kv_buf);
         result
     }
 
@@ -533,38 +527,6 @@ fn qkv_views<'a>(
         [kv_seq * width, c.value_dim, width, 1],
     )?;
     Ok((q, k, v))
-}
-
-/// Copies the K and V heads out of a `[batch·seq, width]` projection buffer (at column offsets
-/// `k0` and `v0`) into `dst`, head-major (`[batch, kv_heads, seq, dim]` each), and returns views
-/// of the copies.
-///
-/// Why copy: in the projection buffer a head's consecutive rows lie `width` floats apart (24 KiB
-/// for d_model 4096 with 32/8 heads), a multiple of 4 KiB, so every row of a K/V tile falls in the
-/// same L1 set and on a new page. Dense tiles made the 1-thread layer prefill (d_model 4096,
-/// 32/8 heads, seq 2048) 4–6 % faster; the copy itself is a few milliseconds of a 2.4 s layer.
-fn gather_kv<'a>(
-    c: &MhaConfig,
-    buf: &[f32],
-    (batch, seq, width): (usize, usize, usize),
-    (k0, v0): (usize, usize),
-    dst: &'a mut Vec<f32>,
-) -> Result<(View4<'a>, View4<'a>)> {
-    dst.clear();
-    for (col0, dim) in [(k0, c.head_dim), (v0, c.value_dim)] {
-        for b in 0..batch {
-            for h in 0..c.kv_heads {
-                for i in 0..seq {
-                    dst.extend_from_slice(&buf[(b * seq + i) * width + col0 + h * dim..][..dim]);
-                }
-            }
-        }
-    }
-    let (k, v) = dst.split_at(batch * c.kv_heads * seq * c.head_dim);
-    Ok((
-        View4::bhld(k, [batch, c.kv_heads, seq, c.head_dim])?,
-        View4::bhld(v, [batch, c.kv_heads, seq, c.value_dim])?,
-    ))
 }
 
 /// splitmix64 → uniform in [−1, 1).

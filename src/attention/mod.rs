@@ -72,7 +72,9 @@ pub fn attention<T: KvElement>(
 ///
 /// A call with nothing to write (an output and lse without elements) returns `Ok` at once,
 /// whatever its other sizes. Buffers the call needs beyond its views (scratch, the partial
-/// results of a long decode) that cannot be allocated give [`Error::OutOfMemory`].
+/// results of a long decode, and for prefill a dense copy of K and V whose rows are not
+/// contiguous and adjacent, as in a `[B, L, H, D]` tensor) that cannot be allocated give
+/// [`Error::OutOfMemory`].
 pub fn attention_with_lse<T: KvElement>(
     q: View4<'_>,
     k: View4<'_, T>,
@@ -88,8 +90,14 @@ pub fn attention_with_lse<T: KvElement>(
     if !writes(out.shape()) && lse_shape.is_none_or(|s| !writes(s)) {
         return Ok(());
     }
-    let (k, v) = (kv::KvView::new(k), kv::KvView::new(v));
     let plan = plan::plan(&dims, &flashcpu_kernels::blocking::Blocking::of(isa));
+    // Prefill reads each K/V tile once per query tile: rows that are not dense are copied once.
+    let reread = plan::kv_tiles_reread(&dims, &plan);
+    let dense = |x| if reread { kv::dense_copy(x, params.parallelism) } else { Ok(None) };
+    let (k_dense, v_dense) = (dense(k)?, dense(v)?);
+    let k = k_dense.as_deref().map_or(k, |c| View4::bhld(c, k.shape()).expect("K's shape"));
+    let v = v_dense.as_deref().map_or(v, |c| View4::bhld(c, v.shape()).expect("V's shape"));
+    let (k, v) = (kv::KvView::new(k), kv::KvView::new(v));
     reserve(&TILE_SCRATCH, plan::checked_scratch_len(&dims, &plan)?)?;
     // The kernels write a dense lse; it goes to the caller's view at the end.
     let mut lse_rows =

@@ -129,9 +129,15 @@ fn row_tiles(mut m: MatMut<'_>, rows: usize) -> Vec<MatMut<'_>> {
     tiles
 }
 
-/// Q tiles per KV head from which checking V once up front beats checking each V tile in every
-/// item (each V tile is otherwise re-checked by every Q tile of the group).
-const PRECHECK_V_FROM_TILES: usize = 2;
+/// Q tiles per KV head from which one pass over K and V up front (checking V for non-finite
+/// values, copying rows that are not dense) beats doing it per tile in every item: each K/V tile
+/// is otherwise checked or copied again by every Q tile of its head.
+const UP_FRONT_FROM_Q_TILES: usize = 2;
+
+/// Whether every K/V tile is read by [`UP_FRONT_FROM_Q_TILES`] or more Q tiles.
+pub(super) fn kv_tiles_reread(dims: &Dims, plan: &Plan) -> bool {
+    dims.q_len.div_ceil(plan.br.max(1)) >= UP_FRONT_FROM_Q_TILES
+}
 
 /// Work items `(batch, KV head, Q tile)`, each carrying its heads' tiles of Q, output, lse, bias
 /// and mask.
@@ -153,7 +159,7 @@ pub(super) fn jobs<'a>(
     let group = heads / kv_heads;
     let Plan { br, bc, .. } = *plan;
     let scratch = scratch_len(group * br, d, dv, bc).expect("scratch of a planned item fits usize");
-    let v_finite: Vec<bool> = if q_len.div_ceil(br) >= PRECHECK_V_FROM_TILES {
+    let v_finite: Vec<bool> = if kv_tiles_reread(dims, plan) {
         (0..batch * kv_heads)
             .into_par_iter()
             .map(|x| v.as_f32().is_some_and(|v| all_finite(isa, v.matrix(x / kv_heads, x % kv_heads))))
