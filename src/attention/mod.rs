@@ -90,7 +90,9 @@ pub fn attention_with_lse<T: KvElement>(
     if !writes(out.shape()) && lse_shape.is_none_or(|s| !writes(s)) {
         return Ok(());
     }
-    let plan = plan::plan(&dims, &flashcpu_kernels::blocking::Blocking::of(isa));
+    let row_bytes = |x: &View4<'_, T>| x.0.strides()[2].saturating_mul(size_of::<T>());
+    let rows_page_apart = row_bytes(&k).max(row_bytes(&v)) >= plan::PAGE_BYTES;
+    let plan = plan::plan(&dims, &flashcpu_kernels::blocking::Blocking::of(isa), rows_page_apart);
     // Prefill reads each K/V tile once per query tile: rows that are not dense are copied once.
     let reread = plan::kv_tiles_reread(&dims, &plan);
     let dense = |x| if reread { kv::dense_copy(x, params.parallelism) } else { Ok(None) };

@@ -25,8 +25,18 @@ const KEYS_PER_SPLIT: usize = 4096;
 /// Both depend on shapes only, never on the thread count.
 const MIN_DECODE_ITEMS: usize = 32;
 
-/// See [`MIN_DECODE_ITEMS`].
+/// See [`MIN_DECODE_ITEMS`]. Also the keys per split over K or V whose rows lie a page or more
+/// apart (a `[B, L, H, D]` cache with many heads), where each item reads one slice of every page
+/// it touches: items run split by split, each split's heads one after the other, so short splits
+/// let the heads of a split share their pages' TLB entries and the lines fetched ahead around
+/// their slices. Decoding over such a cache (32/8 heads, kv_len 16384, d 128, 1 thread) went from
+/// 39.6 to 25.1 ms; over dense rows the same short splits were slower (10 → 13 ms), since every
+/// split starts on a cold tile.
 const MIN_KEYS_PER_SPLIT: usize = 256;
+
+/// Bytes from one K/V row to the next from which rows count as "a page apart" (see
+/// [`MIN_KEYS_PER_SPLIT`]): the smallest page of x86-64 and aarch64.
+pub(super) const PAGE_BYTES: usize = 4096;
 
 /// "No limit" for a key-rule side; far from overflow when a row index is added.
 const UNBOUNDED: i64 = 1 << 60;
@@ -49,14 +59,16 @@ pub(super) struct Plan {
     pub keys_per_split: usize,
 }
 
-/// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table.
-pub(super) fn plan(dims: &Dims, blk: &Blocking) -> Plan {
+/// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table;
+/// `rows_page_apart` when K's or V's rows lie [`PAGE_BYTES`] or more apart.
+pub(super) fn plan(dims: &Dims, blk: &Blocking, rows_page_apart: bool) -> Plan {
     let group = dims.heads / dims.kv_heads.max(1);
     let br = (blk.attention_rows / group.max(1)).clamp(1, dims.q_len.max(1));
     let splits = if dims.q_len <= DECODE_MAX_Q {
         let for_cores = MIN_DECODE_ITEMS.div_ceil((dims.batch * dims.kv_heads).max(1));
         let most = dims.kv_len.div_ceil(MIN_KEYS_PER_SPLIT).max(1);
-        dims.kv_len.div_ceil(KEYS_PER_SPLIT).max(for_cores).clamp(1, most)
+        let keys_per_split = if rows_page_apart { MIN_KEYS_PER_SPLIT } else { KEYS_PER_SPLIT };
+        dims.kv_len.div_ceil(keys_per_split).max(for_cores).clamp(1, most)
     } else {
         1
     };
