@@ -9,8 +9,9 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 /// `[B, H_kv, kv_len, d]` and V `[B, H_kv, kv_len, d_v]` both in f32, f16 or bf16; the result is
 /// a new dense f32 tensor `[B, H, q_len, d_v]`.
 ///
-/// The inputs are read in place through their strides and start offset, whatever candle's
-/// layout: contiguous, after `transpose(1, 2)`, or `narrow`ed. Every [`AttentionParams`] option
+/// The inputs are taken through their strides and start offset, whatever candle's layout:
+/// contiguous, after `transpose(1, 2)`, or `narrow`ed. Prefill copies K and V whose rows are not
+/// adjacent once per call (see [`crate::attention_with_lse`]); everything else is read in place. Every [`AttentionParams`] option
 /// applies as in [`crate::attention`]; its borrowed parts (bias, mask, slopes, sinks, key
 /// lengths) are plain slices and views, for instance made with [`View4::bhld`].
 ///
