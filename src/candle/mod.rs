@@ -4,8 +4,10 @@
 //! candle hands a custom op each input as its `CpuStorage` (one `Vec` per dtype) and a `Layout`
 //! (shape, strides in elements, start offset). Those are exactly what a [`View4`] is made of, so
 //! a tensor in candle's `[B, H, L, D]` order, the `[B, L, H, D]` projection output after
-//! `transpose(1, 2)`, or a `narrow`ed part of either, is read where it lies: nothing is copied.
-//! The output is new memory, dense `[B, H, q_len, d_v]` f32.
+//! `transpose(1, 2)`, or a `narrow`ed part of either, is taken where it lies, with no
+//! `.contiguous()` first. The one copy: prefill over K and V whose rows are not adjacent copies
+//! them once per call (see [`crate::attention_with_lse`]), which keeps it as fast as over dense
+//! tensors. The output is new memory, dense `[B, H, q_len, d_v]` f32.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
