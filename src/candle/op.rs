@@ -11,9 +11,11 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 ///
 /// The inputs are taken through their strides and start offset, whatever candle's layout:
 /// contiguous, after `transpose(1, 2)`, or `narrow`ed. Prefill copies K and V whose rows are not
-/// adjacent once per call (see [`crate::attention_with_lse`]); everything else is read in place. Every [`AttentionParams`] option
-/// applies as in [`crate::attention`]; its borrowed parts (bias, mask, slopes, sinks, key
-/// lengths) are plain slices and views, for instance made with [`View4::bhld`].
+/// adjacent once per call (see [`crate::attention_with_lse`]); everything else is read in place.
+///
+/// Every [`AttentionParams`] option applies as in [`crate::attention`]; its borrowed parts (bias,
+/// mask, slopes, sinks, key lengths) are plain slices and views, for instance made with
+/// [`View4::bhld`].
 ///
 /// Errors (candle's, with the reason): a tensor off the CPU, Q not f32, K and V not sharing f32,
 /// f16 or bf16, a rank other than 4, or anything [`crate::attention`] refuses (wrapped
