@@ -1220,6 +1220,49 @@ fn a_long_decode_over_rows_a_page_apart_matches_the_reference() {
     }
 }
 
+/// Half-precision K and V in `[B, L, H, D]` order give the bits of the same values stored dense,
+/// over several query tiles: prefill copies them in their storage type, widening nothing early.
+#[test]
+fn half_kv_in_token_major_order_gives_the_bits_of_dense() {
+    fn check<T: crate::KvElement>(half: fn(f32) -> T) {
+        let shape @ [_, heads, len, d] = [1, 3, 150, 40];
+        let inp = plain(1, heads, 1, len, len, d, d);
+        let dense = |x: &Tensor| x.dense().into_iter().map(half).collect::<Vec<T>>();
+        let token_major = |x: &Tensor| {
+            let mut t = Tensor::new(Layout::Blhd, shape, 0.0);
+            x.indices().for_each(|idx| t.set(idx, x.at(idx)));
+            t.data.into_iter().map(half).collect::<Vec<T>>()
+        };
+        let (kd, vd, kt, vt) = (dense(&inp.k), dense(&inp.v), token_major(&inp.k), token_major(&inp.v));
+        for isa in available_isas() {
+            let params = AttentionParams { isa: Some(isa), ..AttentionParams::default() };
+            let mut outs = [vec![0.0f32; len * heads * d], vec![0.0f32; len * heads * d]];
+            let [a, b] = &mut outs;
+            let out = |o| View4Mut::bhld(o, shape).unwrap();
+            attention(
+                inp.q.view(),
+                View4::bhld(&kd, shape).unwrap(),
+                View4::bhld(&vd, shape).unwrap(),
+                out(a),
+                &params,
+            )
+            .unwrap();
+            attention(
+                inp.q.view(),
+                View4::blhd(&kt, shape).unwrap(),
+                View4::blhd(&vt, shape).unwrap(),
+                out(b),
+                &params,
+            )
+            .unwrap();
+            let bits = |x: &[f32]| x.iter().map(|y| y.to_bits()).collect::<Vec<_>>();
+            assert!(bits(a) == bits(b), "{isa:?}");
+        }
+    }
+    check(half::f16::from_f32);
+    check(half::bf16::from_f32);
+}
+
 /// Empty shapes: zero keys (with and without sinks), d = 0, dv = 0, zero queries, heads or batch.
 #[test]
 fn degenerate_shapes_match_the_reference() {
