@@ -273,6 +273,7 @@ impl MultiHeadAttention {
         self.rope_in_place(&mut q_buf, (batch, q_seq, qw), c.heads, None, |_| 0);
         self.rope_in_place(&mut kv_buf, (batch, kv_seq, kvw), 0, Some(0), |_| 0);
         let q = View4::new(&q_buf, [batch, c.heads, q_seq, c.head_dim], [q_seq * qw, c.head_dim, qw, 1])?;
+        // K and V only: the Q view asked for here has no rows.
         let (_, k, v) = qkv_views(&c, &kv_buf, batch, 0, kv_seq, kvw, (0, 0, c.k_width()))?;
         let result = self.attend_and_project(q, k, v, batch, q_seq, out, params);
         (self.qkv, self.kv) = (q_buf, kv_buf);

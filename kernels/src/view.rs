@@ -90,6 +90,11 @@ impl<'a, T: Copy> MatRef<'a, T> {
     pub fn col_stride(&self) -> usize {
         self.col_stride
     }
+    /// Whether the rows are contiguous and back to back, as in dense row-major storage (with
+    /// one row or one column, the other stride does not matter).
+    pub fn has_dense_rows(&self) -> bool {
+        (self.col_stride == 1 || self.cols <= 1) && (self.row_stride == self.cols || self.rows <= 1)
+    }
 
     /// The transpose; free, it swaps the strides.
     pub fn t(self) -> MatRef<'a, T> {

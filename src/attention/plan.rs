@@ -62,8 +62,7 @@ pub(super) struct Plan {
 /// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table;
 /// `rows_page_apart` when K's or V's rows lie [`PAGE_BYTES`] or more apart.
 pub(super) fn plan(dims: &Dims, blk: &Blocking, rows_page_apart: bool) -> Plan {
-    let group = dims.heads / dims.kv_heads.max(1);
-    let br = (blk.attention_rows / group.max(1)).clamp(1, dims.q_len.max(1));
+    let br = query_rows(dims, blk);
     let splits = if dims.q_len <= DECODE_MAX_Q {
         let for_cores = MIN_DECODE_ITEMS.div_ceil((dims.batch * dims.kv_heads).max(1));
         let most = dims.kv_len.div_ceil(MIN_KEYS_PER_SPLIT).max(1);
@@ -82,6 +81,12 @@ pub(super) fn plan(dims: &Dims, blk: &Blocking, rows_page_apart: bool) -> Plan {
         splits,
         keys_per_split: dims.kv_len.div_ceil(splits).max(1),
     }
+}
+
+/// Query rows per item and head: the ISA's stacked rows shared by the heads of a KV group.
+pub(super) fn query_rows(dims: &Dims, blk: &Blocking) -> usize {
+    let group = dims.heads / dims.kv_heads.max(1);
+    (blk.attention_rows / group.max(1)).clamp(1, dims.q_len.max(1))
 }
 
 /// Largest product of an item's query rows and its widest dimension (d, d_v or keys per tile)
@@ -146,9 +151,9 @@ fn row_tiles(mut m: MatMut<'_>, rows: usize) -> Vec<MatMut<'_>> {
 /// is otherwise checked or copied again by every Q tile of its head.
 const UP_FRONT_FROM_Q_TILES: usize = 2;
 
-/// Whether every K/V tile is read by [`UP_FRONT_FROM_Q_TILES`] or more Q tiles.
-pub(super) fn kv_tiles_reread(dims: &Dims, plan: &Plan) -> bool {
-    dims.q_len.div_ceil(plan.br.max(1)) >= UP_FRONT_FROM_Q_TILES
+/// Whether every K/V tile is read by [`UP_FRONT_FROM_Q_TILES`] or more Q tiles of `br` rows.
+pub(super) fn kv_tiles_reread(dims: &Dims, br: usize) -> bool {
+    dims.q_len.div_ceil(br.max(1)) >= UP_FRONT_FROM_Q_TILES
 }
 
 /// Work items `(batch, KV head, Q tile)`, each carrying its heads' tiles of Q, output, lse, bias
@@ -171,7 +176,7 @@ pub(super) fn jobs<'a>(
     let group = heads / kv_heads;
     let Plan { br, bc, .. } = *plan;
     let scratch = scratch_len(group * br, d, dv, bc).expect("scratch of a planned item fits usize");
-    let v_finite: Vec<bool> = if kv_tiles_reread(dims, plan) {
+    let v_finite: Vec<bool> = if kv_tiles_reread(dims, br) {
         (0..batch * kv_heads)
             .into_par_iter()
             .map(|x| v.as_f32().is_some_and(|v| all_finite(isa, v.matrix(x / kv_heads, x % kv_heads))))

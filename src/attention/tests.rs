@@ -1228,35 +1228,18 @@ fn half_kv_in_token_major_order_gives_the_bits_of_dense() {
         let shape @ [_, heads, len, d] = [1, 3, 150, 40];
         let inp = plain(1, heads, 1, len, len, d, d);
         let dense = |x: &Tensor| x.dense().into_iter().map(half).collect::<Vec<T>>();
-        let token_major = |x: &Tensor| {
-            let mut t = Tensor::new(Layout::Blhd, shape, 0.0);
-            x.indices().for_each(|idx| t.set(idx, x.at(idx)));
-            t.data.into_iter().map(half).collect::<Vec<T>>()
-        };
+        let token_major = |x: &Tensor| x.relaid(Layout::Blhd).data.into_iter().map(half).collect::<Vec<T>>();
         let (kd, vd, kt, vt) = (dense(&inp.k), dense(&inp.v), token_major(&inp.k), token_major(&inp.v));
         for isa in available_isas() {
             let params = AttentionParams { isa: Some(isa), ..AttentionParams::default() };
-            let mut outs = [vec![0.0f32; len * heads * d], vec![0.0f32; len * heads * d]];
-            let [a, b] = &mut outs;
-            let out = |o| View4Mut::bhld(o, shape).unwrap();
-            attention(
-                inp.q.view(),
-                View4::bhld(&kd, shape).unwrap(),
-                View4::bhld(&vd, shape).unwrap(),
-                out(a),
-                &params,
-            )
-            .unwrap();
-            attention(
-                inp.q.view(),
-                View4::blhd(&kt, shape).unwrap(),
-                View4::blhd(&vt, shape).unwrap(),
-                out(b),
-                &params,
-            )
-            .unwrap();
-            let bits = |x: &[f32]| x.iter().map(|y| y.to_bits()).collect::<Vec<_>>();
-            assert!(bits(a) == bits(b), "{isa:?}");
+            let bits = |k: View4<'_, T>, v: View4<'_, T>| {
+                let mut out = vec![0.0f32; len * heads * d];
+                attention(inp.q.view(), k, v, View4Mut::bhld(&mut out, shape).unwrap(), &params).unwrap();
+                out.iter().map(|y| y.to_bits()).collect::<Vec<_>>()
+            };
+            let stored_dense = bits(View4::bhld(&kd, shape).unwrap(), View4::bhld(&vd, shape).unwrap());
+            let stored_token_major = bits(View4::blhd(&kt, shape).unwrap(), View4::blhd(&vt, shape).unwrap());
+            assert!(stored_dense == stored_token_major, "{isa:?}");
         }
     }
     check(half::f16::from_f32);

@@ -150,18 +150,18 @@ impl<'a> KvMat<'a> {
         'a: 's,
     {
         let cols = self.cols();
-        let in_place = |m: &MatRef<'_>| {
-            let unit_cols = m.col_stride() == 1 || cols <= 1;
-            match need {
+        if let KvMat::F32(m) = self {
+            let tile = m.block(r0, 0, n, cols);
+            let in_place = match need {
                 RowLayout::Any => true,
-                RowLayout::UnitCols => unit_cols,
-                RowLayout::Dense => unit_cols && (m.row_stride() == cols || n <= 1),
+                RowLayout::UnitCols => tile.col_stride() == 1 || cols <= 1,
+                RowLayout::Dense => tile.has_dense_rows(),
+            };
+            if in_place {
+                return tile;
             }
-        };
-        match self {
-            KvMat::F32(m) if in_place(m) => m.block(r0, 0, n, cols),
-            _ => with_kv!(self, m => widen(s, m.block(r0, 0, n, cols), buf)),
         }
+        with_kv!(self, m => widen(s, m.block(r0, 0, n, cols), buf))
     }
     /// Rows `r0..r0 + n` as prefetch targets (see [`AheadRows`]). Assumes unit column stride:
     /// for other strides the hints are merely less useful.
