@@ -7,7 +7,8 @@
 //! MC        rows of A per block: the MC × KC panel takes a quarter of L2
 //! NC        columns of the shared packed B: the KC × NC panel takes a quarter of L3
 //! Bc        keys per attention tile: a K (or V) tile of KV_TILE_BYTES
-//! rows      stacked query rows per attention item: ATTENTION_ROWS, whole NR strips on every ISA
+//! rows      stacked query rows per attention item: ATTENTION_ROWS, whole NR strips on every ISA;
+//!           TALL_ATTENTION_ROWS where each item streams more K and V than FAR_KV_BYTES
 //! ```
 
 use crate::gemm::{MR, mr_of, nr_of};
@@ -100,6 +101,20 @@ const MAX_KEYS_PER_TILE: usize = 384;
 /// any ISA; at d = 128 the item's Qᵀ and Oᵀ take 32 KiB each.
 const ATTENTION_ROWS: usize = 64;
 
+/// Bytes of K and V an item streams (per query row, on average) beyond which the items that
+/// share a K/V head no longer find its tiles in the cache behind L2: a core's share of a shared
+/// L3 is 2–4 MiB on current servers. Measured on one Zen 4 core (1 MiB L2), 32 heads, d = 128:
+/// 64-row items ran at 79 GFLOP/s over 2 and 3 MiB of K and V per head, and at 61–75 over 4 MiB;
+/// at d = 64 they fell from 70 GFLOP/s over 2 MiB to 56–61 over 4 and 8 MiB.
+const FAR_KV_BYTES: usize = 2 << 20;
+
+/// Stacked query rows per item past [`FAR_KV_BYTES`]: each K/V tile then comes from far once per
+/// 256 queries instead of 64. Over 4 MiB of K and V per head this ran 61–75 → 78–83 GFLOP/s
+/// (d = 128) and 61 → 80 (d = 64); 512 rows were no better. Below the threshold tall items lose
+/// (512 queries at d = 128: 73 → 61 GFLOP/s): their scores and Oᵀ crowd L2 (Sᵀ 192 KiB at
+/// 192 keys) with no far traffic to save.
+const TALL_ATTENTION_ROWS: usize = 4 * ATTENTION_ROWS;
+
 /// The blocking of one ISA on one CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
@@ -113,8 +128,6 @@ pub struct Blocking {
     pub mc: usize,
     /// Columns of B per packed panel (LOOP 5).
     pub nc: usize,
-    /// Stacked query rows per attention work item.
-    pub attention_rows: usize,
 }
 
 impl Blocking {
@@ -132,7 +145,14 @@ impl Blocking {
         let kc = round_down(caches.l1d / 4 / (MR * f32s), 64).clamp(128, 1024);
         let mc = round_down(caches.l2 / 4 / (kc * f32s), mr).clamp(4 * mr, 40 * MR);
         let nc = round_down(caches.l3 / 4 / (kc * f32s), nr).clamp(8 * nr, 8192);
-        Blocking { mr, nr, kc, mc, nc, attention_rows: ATTENTION_ROWS }
+        Blocking { mr, nr, kc, mc, nc }
+    }
+
+    /// Stacked query rows per attention work item (the heads of a KV group times the rows of
+    /// each) when a query row reads `kv_bytes` of K and V on average: [`ATTENTION_ROWS`], or
+    /// [`TALL_ATTENTION_ROWS`] past [`FAR_KV_BYTES`]. Whole NR strips on every ISA.
+    pub fn attention_rows(&self, kv_bytes: usize) -> usize {
+        if kv_bytes > FAR_KV_BYTES { TALL_ATTENTION_ROWS } else { ATTENTION_ROWS }
     }
 
     /// Keys per K/V tile for heads of width `d` (keys) and `dv` (values): a multiple of MR (the keys
@@ -167,6 +187,13 @@ mod tests {
         assert_eq!([64, 128, 256].map(|d| b.attention_keys(d, d)), [384, 192, 96]);
         assert_eq!(b.attention_keys(0, 0), 384);
         assert_eq!(b.attention_keys(usize::MAX, 1), 4 * MR);
+    }
+
+    #[test]
+    fn items_grow_tall_past_the_far_kv_bytes() {
+        let b = Blocking::of(Isa::best());
+        assert_eq!([0, 2 << 20, (2 << 20) + 1, usize::MAX].map(|x| b.attention_rows(x)), [64, 64, 256, 256]);
+        assert!(TALL_ATTENTION_ROWS.is_multiple_of(b.nr) && ATTENTION_ROWS.is_multiple_of(b.nr));
     }
 
     #[test]

@@ -60,9 +60,10 @@ pub(super) struct Plan {
 }
 
 /// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table;
-/// `rows_page_apart` when K's or V's rows lie [`PAGE_BYTES`] or more apart.
-pub(super) fn plan(dims: &Dims, blk: &Blocking, rows_page_apart: bool) -> Plan {
-    let br = query_rows(dims, blk);
+/// `kv_bytes` as [`query_rows`] takes it; `rows_page_apart` when K's or V's rows lie
+/// [`PAGE_BYTES`] or more apart.
+pub(super) fn plan(dims: &Dims, blk: &Blocking, kv_bytes: usize, rows_page_apart: bool) -> Plan {
+    let br = query_rows(dims, blk, kv_bytes);
     let splits = if dims.q_len <= DECODE_MAX_Q {
         let for_cores = MIN_DECODE_ITEMS.div_ceil((dims.batch * dims.kv_heads).max(1));
         let most = dims.kv_len.div_ceil(MIN_KEYS_PER_SPLIT).max(1);
@@ -83,10 +84,29 @@ pub(super) fn plan(dims: &Dims, blk: &Blocking, rows_page_apart: bool) -> Plan {
     }
 }
 
-/// Query rows per item and head: the ISA's stacked rows shared by the heads of a KV group.
-pub(super) fn query_rows(dims: &Dims, blk: &Blocking) -> usize {
+/// Query rows per item and head: the ISA's stacked rows shared by the heads of a KV group, for
+/// query rows that read `kv_bytes` of K and V on average ([`kv_bytes_per_row`]).
+pub(super) fn query_rows(dims: &Dims, blk: &Blocking, kv_bytes: usize) -> usize {
     let group = dims.heads / dims.kv_heads.max(1);
-    (blk.attention_rows / group.max(1)).clamp(1, dims.q_len.max(1))
+    (blk.attention_rows(kv_bytes) / group.max(1)).clamp(1, dims.q_len.max(1))
+}
+
+/// Bytes of K and V (stored in `element_bytes` each) that a query row reads on average: the keys
+/// its causal mask, window and key length leave it, over every row of the batch. An item streams
+/// this much per query tile, so it decides how tall items are.
+pub(super) fn kv_bytes_per_row(dims: &Dims, p: &AttentionParams<'_>, element_bytes: usize) -> usize {
+    let rows = dims.batch as u128 * dims.q_len as u128;
+    if rows == 0 {
+        return 0;
+    }
+    let keys: u128 = (0..dims.batch)
+        .map(|b| {
+            let rule = key_rule(dims, p, b).0;
+            (0..dims.q_len).map(|i| rule.range(i)).map(|(lo, hi)| hi.saturating_sub(lo) as u128).sum::<u128>()
+        })
+        .sum();
+    let row_bytes = (dims.d as u128 + dims.dv as u128) * element_bytes as u128;
+    usize::try_from(keys / rows * row_bytes).unwrap_or(usize::MAX)
 }
 
 /// Largest product of an item's query rows and its widest dimension (d, d_v or keys per tile)

@@ -1220,6 +1220,69 @@ fn a_long_decode_over_rows_a_page_apart_matches_the_reference() {
     }
 }
 
+/// Query rows that each read more than 2 MiB of K and V get items four times as tall (256
+/// stacked rows here, 128 of each of 2 heads, beside a ragged item of 2 rows each), with the
+/// causal diagonal crossing both: within tolerance of the reference, and the same bits for every
+/// thread count.
+#[test]
+fn tall_items_over_far_kv_match_the_reference() {
+    let mut inp = plain(1, 1, 2, 130, 4200, 64, 64);
+    inp.causal = Some(CausalAlign::BottomRight);
+    let params = inp.params();
+    let s = inp.shape;
+    let dims = super::validate::validate(
+        [1, 2, s.q_len, s.d],
+        [1, 1, s.kv_len, s.d],
+        [1, 1, s.kv_len, s.dv],
+        [1, 2, s.q_len, s.dv],
+        None,
+        &params,
+    )
+    .unwrap();
+    let oracle = Oracle::new(&inp);
+    for isa in available_isas() {
+        let blk = flashcpu_kernels::blocking::Blocking::of(flashcpu_kernels::Isa::new(isa).unwrap());
+        let kv_bytes = super::plan::kv_bytes_per_row(&dims, &params, 4);
+        assert_eq!(super::plan::query_rows(&dims, &blk, kv_bytes), 128, "{isa:?}: tall items");
+        let params = AttentionParams { isa: Some(isa), ..params };
+        let seq = run_params(&inp, &AttentionParams { parallelism: Parallelism::Sequential, ..params });
+        oracle.check(&format!("{isa:?}"), &seq).unwrap();
+        for pool in pools() {
+            let par = pool.install(|| run_params(&inp, &params));
+            assert!(par.bits() == seq.bits(), "{isa:?}: {} threads", pool.current_num_threads());
+        }
+    }
+}
+
+/// The bytes of K and V a query row reads count only the keys it sees, in their storage type.
+#[test]
+fn kv_bytes_per_row_count_the_keys_each_row_sees() {
+    let bytes = |q_len: usize, kv_len: usize, params: &AttentionParams<'_>, element: usize| {
+        let dims = super::validate::validate(
+            [2, 4, q_len, 128],
+            [2, 2, kv_len, 128],
+            [2, 2, kv_len, 64],
+            [2, 4, q_len, 64],
+            None,
+            params,
+        )
+        .unwrap();
+        super::plan::kv_bytes_per_row(&dims, params, element)
+    };
+    let none = AttentionParams::default();
+    assert_eq!(bytes(4096, 4096, &none, 4), 4096 * 192 * 4);
+    assert_eq!(bytes(4096, 4096, &none, 2), 4096 * 192 * 2);
+    // Causal rows see 1, 2, …, 4096 keys: 2048.5 on average, rounded down.
+    let causal = AttentionParams { causal: Some(CausalAlign::BottomRight), ..none };
+    assert_eq!(bytes(4096, 4096, &causal, 4), 2048 * 192 * 4);
+    // A window of 2 keys left of the diagonal: every row sees 3.
+    let window = AttentionParams { window: Some(Window { left: Some(2), right: Some(0) }), ..none };
+    assert_eq!(bytes(8, 1000, &window, 4), 3 * 192 * 4);
+    let key_lengths = AttentionParams { key_lengths: Some(&[100, 300]), ..none };
+    assert_eq!(bytes(5, 400, &key_lengths, 4), 200 * 192 * 4);
+    assert_eq!(bytes(0, 400, &none, 4), 0);
+}
+
 /// Half-precision K and V in `[B, L, H, D]` order give the bits of the same values stored dense,
 /// over several query tiles: prefill copies them in their storage type, widening nothing early.
 #[test]
