@@ -17,6 +17,9 @@ const KV_HEADS: usize = 4;
 const HEAD_DIM: usize = 64;
 const PREFILL: usize = 1024;
 const DECODE_STEPS: usize = 64;
+/// Timed prefills, the median reported: one prefill takes tens of milliseconds, which a burst of
+/// another tenant's work on a shared machine can double.
+const PREFILL_RUNS: usize = 5;
 
 /// Prints `label…` now and `done (t s)` when `f` returns, so long stages show progress.
 fn stage<T>(label: &str, f: impl FnOnce() -> T) -> (T, f64) {
@@ -79,8 +82,22 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     let warm = &x[..PREFILL * D_MODEL];
     layer.step(warm, 1, PREFILL, &mut warm_cache, &mut out[..PREFILL * D_MODEL], &params)?;
 
-    let (prefill, prefill_s) = stage("prefill", || {
-        layer.step(&x[..PREFILL * D_MODEL], 1, PREFILL, &mut cache, &mut out[..PREFILL * D_MODEL], &params)
+    // The same prefill PREFILL_RUNS times, each from an empty cache; the last fills the cache the
+    // decode steps extend.
+    let mut prefill_times = Vec::with_capacity(PREFILL_RUNS);
+    let (prefill, _) = stage(&format!("prefill ×{PREFILL_RUNS}"), || -> flashcpu::Result<()> {
+        for run in 0..PREFILL_RUNS {
+            let into = if run + 1 < PREFILL_RUNS {
+                warm_cache.truncate(0, 0)?;
+                &mut warm_cache
+            } else {
+                &mut cache
+            };
+            let s = Instant::now();
+            layer.step(warm, 1, PREFILL, into, &mut out[..PREFILL * D_MODEL], &params)?;
+            prefill_times.push(s.elapsed().as_secs_f64());
+        }
+        Ok(())
     });
     prefill?;
     let mut step_times = Vec::with_capacity(DECODE_STEPS);
@@ -112,7 +129,15 @@ pub fn run(ctx: &Ctx) -> CmdResult {
         .map(|(r, t, c)| (f64::from(out[t * D_MODEL + c]) - want[r * D_MODEL + c]).abs())
         .fold(0.0, f64::max);
 
+    // The peak once more, after the work: the better of two measurements is the machine's, where
+    // one alone can catch a burst of another tenant's work and make every ratio look better.
+    let (peak_after, _) =
+        stage("measuring FMA peak again", || flashcpu::peak::fma_peak_gflops(Some(ctx.isa), ctx.threads));
+    let peak = peak.max(peak_after?);
+
     let prefill_flops = cfg.forward_flops(1, PREFILL, PREFILL, PREFILL * (PREFILL + 1) / 2);
+    prefill_times.sort_by(f64::total_cmp);
+    let prefill_s = prefill_times[PREFILL_RUNS / 2];
     step_times.sort_by(f64::total_cmp);
     let step_s = step_times[step_times.len() / 2];
     let mid = PREFILL + DECODE_STEPS / 2;
@@ -127,7 +152,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     out!("| --- | --- | --- | --- | --- |")?;
     let prefill_gflops = prefill_flops / prefill_s / 1e9;
     out!(
-        "| prefill, {PREFILL} tokens (projections + causal attention) | {:.1} ms | {prefill_gflops:.1} | – | {:.0}% of {peak:.0} GFLOP/s FMA peak |",
+        "| prefill, {PREFILL} tokens (projections + causal attention), median of {PREFILL_RUNS} | {:.1} ms | {prefill_gflops:.1} | – | {:.0}% of {peak:.0} GFLOP/s FMA peak |",
         prefill_s * 1e3,
         100.0 * prefill_gflops / peak
     )?;
