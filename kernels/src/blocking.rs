@@ -111,8 +111,8 @@ const FAR_KV_BYTES: usize = 2 << 20;
 /// Stacked query rows per item past [`FAR_KV_BYTES`]: each K/V tile then comes from far once per
 /// 256 queries instead of 64. Over 4 MiB of K and V per head this ran 61–75 → 78–83 GFLOP/s
 /// (d = 128) and 61 → 80 (d = 64); 512 rows were no better. Below the threshold tall items lose
-/// (512 queries at d = 128: 73 → 61 GFLOP/s): their scores and Oᵀ crowd L2 (Sᵀ 192 KiB at
-/// 192 keys) with no far traffic to save.
+/// (L 512, d 128: 73 → 61 GFLOP/s; L 4096, d 64: 81 → 73): their scores and Oᵀ crowd L2 (Sᵀ is
+/// 192 KiB at 192 keys) with no far traffic to save.
 const TALL_ATTENTION_ROWS: usize = 4 * ATTENTION_ROWS;
 
 /// The blocking of one ISA on one CPU.
