@@ -1209,15 +1209,33 @@ fn a_long_decode_over_rows_a_page_apart_matches_the_reference() {
     let dense = Oracle::new(&inp);
     inp.k = inp.k.relaid(Layout::Blhd);
     inp.v = inp.v.relaid(Layout::Blhd);
+    check_on_every_isa_and_pool(&inp, &dense);
+}
+
+/// `inp` on every ISA the host has: within tolerance of `oracle` on the calling thread, and the
+/// same bits on pools of 1, 2 and 3 threads.
+fn check_on_every_isa_and_pool(inp: &Inputs, oracle: &Oracle) {
     for isa in available_isas() {
         let params = AttentionParams { isa: Some(isa), ..inp.params() };
-        let seq = run_params(&inp, &AttentionParams { parallelism: Parallelism::Sequential, ..params });
-        dense.check(&format!("{isa:?}"), &seq).unwrap();
+        let seq = run_params(inp, &AttentionParams { parallelism: Parallelism::Sequential, ..params });
+        oracle.check(&format!("{isa:?}"), &seq).unwrap();
         for pool in pools() {
-            let par = pool.install(|| run_params(&inp, &params));
+            let par = pool.install(|| run_params(inp, &params));
             assert!(par.bits() == seq.bits(), "{isa:?}: {} threads", pool.current_num_threads());
         }
     }
+}
+
+/// The validated dimensions of a call on dense Q `[b, h, q_len, d]`, K `[b, h_kv, kv_len, d]` and
+/// V `[b, h_kv, kv_len, dv]`.
+fn dims_of(
+    [b, h, h_kv]: [usize; 3],
+    (q_len, kv_len): (usize, usize),
+    (d, dv): (usize, usize),
+    params: &AttentionParams<'_>,
+) -> super::validate::Dims {
+    let (q, k, v, out) = ([b, h, q_len, d], [b, h_kv, kv_len, d], [b, h_kv, kv_len, dv], [b, h, q_len, dv]);
+    super::validate::validate(q, k, v, out, None, params).expect("a valid call")
 }
 
 /// Query rows that each read more than 2 MiB of K and V get items four times as tall (256
@@ -1228,45 +1246,21 @@ fn a_long_decode_over_rows_a_page_apart_matches_the_reference() {
 fn tall_items_over_far_kv_match_the_reference() {
     let mut inp = plain(1, 1, 2, 130, 4200, 64, 64);
     inp.causal = Some(CausalAlign::BottomRight);
-    let params = inp.params();
-    let s = inp.shape;
-    let dims = super::validate::validate(
-        [1, 2, s.q_len, s.d],
-        [1, 1, s.kv_len, s.d],
-        [1, 1, s.kv_len, s.dv],
-        [1, 2, s.q_len, s.dv],
-        None,
-        &params,
-    )
-    .unwrap();
-    let oracle = Oracle::new(&inp);
+    let (params, s) = (inp.params(), inp.shape);
+    let dims = dims_of([1, 2, 1], (s.q_len, s.kv_len), (s.d, s.dv), &params);
+    let kv_bytes = super::plan::kv_bytes_per_row(&dims, &params, 4);
     for isa in available_isas() {
         let blk = flashcpu_kernels::blocking::Blocking::of(flashcpu_kernels::Isa::new(isa).unwrap());
-        let kv_bytes = super::plan::kv_bytes_per_row(&dims, &params, 4);
         assert_eq!(super::plan::query_rows(&dims, &blk, kv_bytes), 128, "{isa:?}: tall items");
-        let params = AttentionParams { isa: Some(isa), ..params };
-        let seq = run_params(&inp, &AttentionParams { parallelism: Parallelism::Sequential, ..params });
-        oracle.check(&format!("{isa:?}"), &seq).unwrap();
-        for pool in pools() {
-            let par = pool.install(|| run_params(&inp, &params));
-            assert!(par.bits() == seq.bits(), "{isa:?}: {} threads", pool.current_num_threads());
-        }
     }
+    check_on_every_isa_and_pool(&inp, &Oracle::new(&inp));
 }
 
 /// The bytes of K and V a query row reads count only the keys it sees, in their storage type.
 #[test]
 fn kv_bytes_per_row_count_the_keys_each_row_sees() {
     let bytes = |q_len: usize, kv_len: usize, params: &AttentionParams<'_>, element: usize| {
-        let dims = super::validate::validate(
-            [2, 4, q_len, 128],
-            [2, 2, kv_len, 128],
-            [2, 2, kv_len, 64],
-            [2, 4, q_len, 64],
-            None,
-            params,
-        )
-        .unwrap();
+        let dims = dims_of([2, 4, 2], (q_len, kv_len), (128, 64), params);
         super::plan::kv_bytes_per_row(&dims, params, element)
     };
     let none = AttentionParams::default();
