@@ -149,8 +149,9 @@ impl Blocking {
     }
 
     /// Stacked query rows per attention work item (the heads of a KV group times the rows of
-    /// each) when a query row reads `kv_bytes` of K and V on average: [`ATTENTION_ROWS`], or
-    /// [`TALL_ATTENTION_ROWS`] past [`FAR_KV_BYTES`]. Whole NR strips on every ISA.
+    /// each) when a query row reads `kv_bytes` of K and V on average: 64, or 256 past 2 MiB, where
+    /// K/V tiles no longer stay in the cache between the items of a head. Whole NR strips on
+    /// every ISA.
     pub fn attention_rows(&self, kv_bytes: usize) -> usize {
         if kv_bytes > FAR_KV_BYTES { TALL_ATTENTION_ROWS } else { ATTENTION_ROWS }
     }
