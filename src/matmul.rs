@@ -192,7 +192,7 @@ fn small_m(
 }
 
 /// Items per thread that LOOP 3 aims for at least (see [`loop3`]).
-const ITEMS_PER_THREAD: usize = 4;
+const ITEMS_PER_THREAD: usize = 8;
 
 /// Packs B, splitting its NR strips across threads when there are several.
 fn pack_b<'a>(isa: Isa, b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -> PackedB<'a> {
@@ -214,8 +214,8 @@ fn pack_b<'a>(isa: Isa, b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -
 ///
 /// With several threads the items are made even and plentiful, so that one slow core (a shared
 /// machine) delays the pass by a small item, not a large one: the row blocks are shrunk until
-/// their count is a multiple of the thread count, and n is split until there are at least
-/// [`ITEMS_PER_THREAD`] items per thread. Splitting C this way never changes its bits: each
+/// their count is a multiple of the thread count and made even ([`even_row_blocks`]), and n is
+/// split until there are at least [`ITEMS_PER_THREAD`] items per thread. Splitting C this way never changes its bits: each
 /// element still sums its k products in one order.
 #[allow(clippy::too_many_arguments)] // the product, its blocking and its threads
 fn loop3(
@@ -229,19 +229,17 @@ fn loop3(
     c: kv::MatMut<'_>,
 ) {
     let (m, n, nr) = (c.rows(), c.cols(), blk.nr);
-    let (mc_block, n_split) = if threads > 1 {
-        let m_blocks = m.div_ceil(blk.mc).next_multiple_of(threads);
-        let mc_block = m.div_ceil(m_blocks).next_multiple_of(blk.mr);
-        let n_split = (ITEMS_PER_THREAD * threads).div_ceil(m.div_ceil(mc_block)).min(n.div_ceil(nr));
-        (mc_block, n_split)
+    let (m_blocks, n_split) = if threads > 1 {
+        let m_blocks = m.div_ceil(blk.mc).next_multiple_of(threads).min(m.div_ceil(blk.mr));
+        (m_blocks, (ITEMS_PER_THREAD * threads).div_ceil(m_blocks).min(n.div_ceil(nr)))
     } else {
-        (blk.mc, 1)
+        (m.div_ceil(blk.mc), 1)
     };
     let n_chunk = n.div_ceil(nr).div_ceil(n_split) * nr;
-    let mut items = Vec::with_capacity(m.div_ceil(mc_block) * n_split);
+    let mut items = Vec::with_capacity(m_blocks * n_split);
     let mut rows_rest = c;
-    for ic in (0..m).step_by(mc_block) {
-        let mc = mc_block.min(m - ic);
+    let mut ic = 0;
+    for mc in even_row_blocks(m, m_blocks, blk.mr) {
         let (mut rows, below) = rows_rest.split_at_row(mc);
         rows_rest = below;
         for jr in (0..n).step_by(n_chunk) {
@@ -249,6 +247,7 @@ fn loop3(
             rows = right;
             items.push((ic, jr, block));
         }
+        ic += mc;
     }
     let run = |(ic, jr, block): (usize, usize, kv::MatMut<'_>)| {
         let a_blk = a.block(ic, 0, block.rows(), a.cols());
@@ -266,6 +265,22 @@ fn loop3(
     } else {
         items.into_iter().for_each(run);
     }
+}
+
+/// `m` rows in `blocks` consecutive blocks of whole `mr`-row strips whose sizes differ by at most
+/// one strip (the last block may be cut short by `m`): even items leave no thread a long one to
+/// finish alone. 2048 rows in 12 blocks of 12-row strips: three of 180, eight of 168, one of 164,
+/// where blocks of 180 left 68 rows for the last.
+pub(crate) fn even_row_blocks(m: usize, blocks: usize, mr: usize) -> impl Iterator<Item = usize> {
+    let strips = m.div_ceil(mr);
+    let blocks = blocks.clamp(1, strips.max(1));
+    let (base, extra) = (strips / blocks, strips % blocks);
+    let mut left = m;
+    (0..blocks).map(move |b| {
+        let rows = ((base + usize::from(b < extra)) * mr).min(left);
+        left -= rows;
+        rows
+    })
 }
 
 /// Packing A costs one pass over the panel, repaid once the panel is reused across several NR

@@ -661,3 +661,21 @@ fn missing_isas_are_refused() {
         assert_eq!(c, [SENTINEL; 4]);
     }
 }
+
+/// Row blocks for threads: whole strips but the last, sizes within one strip of each other, the
+/// asked-for count, and every row once.
+#[test]
+fn row_blocks_are_even_whole_strips() {
+    for (m, blocks, mr) in [(2048, 12, 12), (2048, 11, 12), (1, 2, 12), (13, 4, 6), (100, 3, 1), (7, 9, 6)] {
+        let sizes: Vec<usize> = crate::matmul::even_row_blocks(m, blocks, mr).collect();
+        let (first, last) = (sizes[0], *sizes.last().unwrap());
+        assert_eq!(sizes.iter().sum::<usize>(), m, "{m} rows in {blocks}");
+        assert_eq!(sizes.len(), blocks.min(m.div_ceil(mr)), "{m} rows in {blocks}");
+        assert!(sizes[..sizes.len() - 1].iter().all(|&s| s % mr == 0 && first - s <= mr), "{sizes:?}");
+        assert!(last > 0 && last <= first, "{sizes:?}");
+    }
+    assert_eq!(
+        crate::matmul::even_row_blocks(2048, 12, 12).collect::<Vec<_>>(),
+        [180, 180, 180, 168, 168, 168, 168, 168, 168, 168, 168, 164]
+    );
+}
