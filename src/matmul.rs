@@ -215,8 +215,8 @@ fn pack_b<'a>(isa: Isa, b: kv::MatRef<'_>, buf: &'a mut [f32], threads: usize) -
 /// With several threads the items are made even and plentiful, so that one slow core (a shared
 /// machine) delays the pass by a small item, not a large one: the row blocks are shrunk until
 /// their count is a multiple of the thread count and made even ([`even_row_blocks`]), and n is
-/// split until there are at least [`ITEMS_PER_THREAD`] items per thread. Splitting C this way never changes its bits: each
-/// element still sums its k products in one order.
+/// split until there are at least [`ITEMS_PER_THREAD`] items per thread. Splitting C this way
+/// never changes its bits: each element still sums its k products in one order.
 #[allow(clippy::too_many_arguments)] // the product, its blocking and its threads
 fn loop3(
     isa: Isa,

@@ -79,8 +79,8 @@ pub fn run(ctx: &Ctx) -> CmdResult {
     // scratch cache: the timed prefill then shows the steady state of a serving engine, not the
     // first touch of buffers sized for it.
     let mut warm_cache = KvCache::new(*cache.config())?;
-    let warm = &x[..PREFILL * D_MODEL];
-    layer.step(warm, 1, PREFILL, &mut warm_cache, &mut out[..PREFILL * D_MODEL], &params)?;
+    let prompt = &x[..PREFILL * D_MODEL];
+    layer.step(prompt, 1, PREFILL, &mut warm_cache, &mut out[..PREFILL * D_MODEL], &params)?;
 
     // The same prefill PREFILL_RUNS times, each from an empty cache; the last fills the cache the
     // decode steps extend.
@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
                 &mut cache
             };
             let s = Instant::now();
-            layer.step(warm, 1, PREFILL, into, &mut out[..PREFILL * D_MODEL], &params)?;
+            layer.step(prompt, 1, PREFILL, into, &mut out[..PREFILL * D_MODEL], &params)?;
             prefill_times.push(s.elapsed().as_secs_f64());
         }
         Ok(())

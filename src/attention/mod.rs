@@ -91,16 +91,16 @@ pub fn attention_with_lse<T: KvElement>(
         return Ok(());
     }
     let blk = flashcpu_kernels::blocking::Blocking::of(isa);
-    let kv_bytes = plan::kv_bytes_per_row(&dims, params, size_of::<T>());
     // Prefill reads each K/V tile once per query tile: rows that are not dense are copied once.
-    let reread = plan::kv_tiles_reread(&dims, plan::query_rows(&dims, &blk, kv_bytes));
+    let br = plan::query_rows(&dims, &blk, plan::kv_bytes_per_row(&dims, params, size_of::<T>()));
+    let reread = plan::kv_tiles_reread(&dims, br);
     let dense = |x| if reread { kv::dense_copy(x, params.parallelism) } else { Ok(None) };
     let (k_dense, v_dense) = (dense(k)?, dense(v)?);
     let k = k_dense.as_deref().map_or(k, |c| View4::bhld(c, k.shape()).expect("K's shape"));
     let v = v_dense.as_deref().map_or(v, |c| View4::bhld(c, v.shape()).expect("V's shape"));
     // The rows the kernels will read, copied or not, decide how a decode splits its keys.
     let row_bytes = |x: &View4<'_, T>| x.0.strides()[2].saturating_mul(size_of::<T>());
-    let plan = plan::plan(&dims, &blk, kv_bytes, row_bytes(&k).max(row_bytes(&v)) >= plan::PAGE_BYTES);
+    let plan = plan::plan(&dims, &blk, br, row_bytes(&k).max(row_bytes(&v)) >= plan::PAGE_BYTES);
     let (k, v) = (kv::KvView::new(k), kv::KvView::new(v));
     reserve(&TILE_SCRATCH, plan::checked_scratch_len(&dims, &plan)?)?;
     // The kernels write a dense lse; it goes to the caller's view at the end.

@@ -59,11 +59,10 @@ pub(super) struct Plan {
     pub keys_per_split: usize,
 }
 
-/// Tile sizes and the number of key splits for a validated call, from the ISA's blocking table;
-/// `kv_bytes` as [`query_rows`] takes it; `rows_page_apart` when K's or V's rows lie
-/// [`PAGE_BYTES`] or more apart.
-pub(super) fn plan(dims: &Dims, blk: &Blocking, kv_bytes: usize, rows_page_apart: bool) -> Plan {
-    let br = query_rows(dims, blk, kv_bytes);
+/// Tile sizes and the number of key splits for a validated call with `br` query rows per item
+/// and head ([`query_rows`]), from the ISA's blocking table; `rows_page_apart` when K's or V's
+/// rows lie [`PAGE_BYTES`] or more apart.
+pub(super) fn plan(dims: &Dims, blk: &Blocking, br: usize, rows_page_apart: bool) -> Plan {
     let splits = if dims.q_len <= DECODE_MAX_Q {
         let for_cores = MIN_DECODE_ITEMS.div_ceil((dims.batch * dims.kv_heads).max(1));
         let most = dims.kv_len.div_ceil(MIN_KEYS_PER_SPLIT).max(1);
