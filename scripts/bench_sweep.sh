@@ -7,7 +7,10 @@
 #
 # Prefill: B = 1, 32 query heads with 32 KV heads (multi-head) or 8 (grouped-query), L = q_len =
 # kv_len in {512, 1024, 2048, 4096}, d in {64, 128}, with and without a causal mask; then matmul
-# shapes and the FMA peak. One thread unless THREADS is set. Writes one JSON line per case to
+# shapes and the FMA peak. One thread unless THREADS is set. ROUNDS=N runs the whole sweep N times,
+# round after round, so that the N measurements of a case lie minutes apart and the tables can take
+# their median (these shared machines drift by 10-20 % from one minute to the next); one round
+# unless set. Writes one JSON line per case and round to
 # benchmarks/flashcpu-DATE.jsonl (and benchmarks/peers-DATE.jsonl), then runs scripts/plot.py, which
 # redraws docs/prefill.svg and rewrites the generated tables in BENCHMARKS.md and README.md.
 # The cases run one at a time, at normal priority, each once the machine is quiet (see below).
@@ -21,6 +24,7 @@ case "${1:-}" in
 *) echo "usage: $0 [--peers]" >&2 && exit 2 ;;
 esac
 threads=${THREADS:-1}
+rounds=${ROUNDS:-1}
 day=$(date -u +%F)
 ours=benchmarks/flashcpu-$day.jsonl
 theirs=benchmarks/peers-$day.jsonl
@@ -77,18 +81,20 @@ run_peer() {
     echo "$line" | tee -a "$theirs"
 }
 
-wait_for_quiet
-"$flashcpu" peak --threads "$threads" --json | tee -a "$ours"
-for d in 64 128; do
-    for len in 512 1024 2048 4096; do
-        for kv_heads in 32 8; do
-            run_case attention --heads 32 --kv-heads "$kv_heads" --q-len "$len" --head-dim "$d"
-            run_case attention --heads 32 --kv-heads "$kv_heads" --q-len "$len" --head-dim "$d" --causal
+for _ in $(seq "$rounds"); do
+    wait_for_quiet
+    "$flashcpu" peak --threads "$threads" --json | tee -a "$ours"
+    for d in 64 128; do
+        for len in 512 1024 2048 4096; do
+            for kv_heads in 32 8; do
+                run_case attention --heads 32 --kv-heads "$kv_heads" --q-len "$len" --head-dim "$d"
+                run_case attention --heads 32 --kv-heads "$kv_heads" --q-len "$len" --head-dim "$d" --causal
+            done
         done
     done
-done
-for mkn in 1024 2048; do
-    run_case matmul --m "$mkn" --n "$mkn" --k "$mkn"
+    for mkn in 1024 2048; do
+        run_case matmul --m "$mkn" --n "$mkn" --k "$mkn"
+    done
 done
 
 python3 scripts/plot.py "$ours"

@@ -8,8 +8,9 @@ scripts/peers.py); by default the newest benchmarks/flashcpu-*.jsonl and benchma
 (without a flashcpu file, the peers alone, and no % of peak).
 Python's standard library only: the SVG is written by hand.
 
-"% of peak" is against the FMA peak `flashcpu peak` measured in the flashcpu run, for flashcpu and
-the peers alike (same machine, same thread count).
+A case measured several times (`ROUNDS=N scripts/bench_sweep.sh`) is reported by its median
+GFLOP/s, and "% of peak" is against the median FMA peak `flashcpu peak` measured in the flashcpu
+run, for flashcpu and the peers alike (same machine, same thread count).
 """
 import json
 import math
@@ -35,7 +36,7 @@ def load(path):
 
 
 class Results:
-    """The rows of one flashcpu run and one peers run, indexed by case."""
+    """The rows of one flashcpu run and one peers run, indexed by case (a case's rounds together)."""
 
     def __init__(self, ours, theirs):
         self.host = next((r for r in ours + theirs if r["op"] == "host"), {})
@@ -48,16 +49,13 @@ class Results:
         for who, rows in (("flashcpu", ours), ("peer", theirs)):
             for r in rows:
                 if r["op"] in ("attention", "matmul"):
-                    self.cases[(who, r["op"], r["shape"])] = r
+                    self.cases.setdefault((who, r["op"], r["shape"]), []).append(r)
+        self.rounds = max((len(rows) for rows in self.cases.values()), default=1)
         self.peer_date = next((r["date"] for r in theirs if r["op"] == "host"), "?")
 
     def gflops(self, who, op, shape):
-        row = self.cases.get((who, op, shape))
-        return row["gflops"] if row else None
-
-    def peer_name(self, op, shape):
-        row = self.cases.get(("peer", op, shape))
-        return row["impl"] if row else "–"
+        rows = self.cases.get((who, op, shape))
+        return statistics.median(r["gflops"] for r in rows) if rows else None
 
 
 def threads(res):
@@ -80,7 +78,7 @@ def svg(res):
     """Four panels (d 64 / 128 × no mask / causal) of GFLOP/s against L, % of peak on the right."""
     pw, ph, left, top, gap_x, gap_y = 300, 190, 70, 110, 150, 70
     width, height = left + 2 * pw + gap_x + 90, top + 2 * ph + gap_y + 60
-    top_rate = max([row["gflops"] for row in res.cases.values()] + [res.peak or 0, 1])
+    top_rate = max([res.gflops(*case) for case in res.cases] + [res.peak or 0, 1])
     ymax = 50 * math.ceil(top_rate / 50)
     peak = f"FMA peak {res.peak:.0f} GFLOP/s (flashcpu peak)" if res.peak else "no flashcpu run"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -178,11 +176,12 @@ def matmul_rows(res):
 def caption(res):
     peak = f"FMA peak {res.peak:.0f} GFLOP/s (`flashcpu peak`)" if res.peak else "FMA peak not measured"
     ours = f"flashcpu measured {res.date}" if res.date else "flashcpu not measured yet"
-    return f"{res.host.get('cpu', '?')}, {threads(res)}, f32, B = 1; {ours}, peers {res.peer_date}; {peak}."
+    rounds = f"; medians of {res.rounds} rounds" if res.rounds > 1 else ""
+    return f"{res.host.get('cpu', '?')}, {threads(res)}, f32, B = 1; {ours}, peers {res.peer_date}{rounds}; {peak}."
 
 
 def peer_names(res):
-    names = sorted({row["impl"] for (who, _, _), row in res.cases.items() if who == "peer"})
+    names = sorted({row["impl"] for (who, _, _), rows in res.cases.items() if who == "peer" for row in rows})
     return "Peers: " + "; ".join(names) + "." if names else "Peers: none measured."
 
 
