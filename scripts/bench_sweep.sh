@@ -9,7 +9,7 @@
 # kv_len in {512, 1024, 2048, 4096}, d in {64, 128}, with and without a causal mask; then matmul
 # shapes and the FMA peak. One thread unless THREADS is set. ROUNDS=N runs the whole sweep N times,
 # round after round, so that the N measurements of a case lie minutes apart and the tables can take
-# their median (these shared machines drift by 10-20 % from one minute to the next); one round
+# their median (these shared machines drift by 5-20 % from one minute to the next); one round
 # unless set. Writes one JSON line per case and round to
 # benchmarks/flashcpu-DATE.jsonl (and benchmarks/peers-DATE.jsonl), then runs scripts/plot.py, which
 # redraws docs/prefill.svg and rewrites the generated tables in BENCHMARKS.md and README.md.
